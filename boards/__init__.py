@@ -1,0 +1,1 @@
+"""codenet.boards"""
