@@ -8,6 +8,8 @@ instead of collapsing to 0 or saturating, which would make bit-exact comparisons
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 
 from . import golden, intmath
@@ -193,5 +195,7 @@ class GraphBuilder:
         return self._passthrough("shuffle", "shuffle", [x], {"groups": groups}, [golden.channel_shuffle(self.values[x], groups)], name)[0]
 
     def finish(self, outputs: list[str], metadata: dict | None = None) -> Graph:
-        g = Graph(self.name, list(self.inputs), list(outputs), dict(self.tensors), list(self.nodes), dict(metadata or {}))
+        # through JSON once, so the in-memory graph equals what a .cnir file gives back
+        meta = json.loads(json.dumps(metadata or {}))
+        g = Graph(self.name, list(self.inputs), list(outputs), dict(self.tensors), list(self.nodes), meta)
         return g.validate()

@@ -13,6 +13,7 @@ import io
 import json
 import math
 import os
+import struct
 import tempfile
 import zipfile
 import zlib
@@ -29,6 +30,11 @@ FORMAT = "cnir"
 VERSION = 1
 
 __all__ = ["CnirError", "Graph", "Node", "TensorInfo", "load", "save", "FORMAT", "VERSION", "OPS"]
+
+
+# What the zip layer can raise on a damaged archive (an odd "version needed" field gives
+# NotImplementedError, an encrypted member RuntimeError, a bad name UnicodeDecodeError).
+_ZIP_ERRORS = (zipfile.BadZipFile, zlib.error, OSError, EOFError, NotImplementedError, RuntimeError, UnicodeDecodeError, struct.error)
 
 
 class CnirError(ValueError):
@@ -459,7 +465,7 @@ def _read_member(z: zipfile.ZipFile, spec: Any, node: str, fld: str) -> np.ndarr
         raw = z.read(member)
     except KeyError:
         _fail(node, fld, f"archive member {member!r} is missing (truncated file?)")
-    except (zipfile.BadZipFile, zlib.error, OSError, EOFError) as e:
+    except _ZIP_ERRORS as e:
         _fail(node, fld, f"archive member {member!r} is corrupt: {e}")
     try:
         arr = np.lib.format.read_array(io.BytesIO(raw), allow_pickle=False)
@@ -531,14 +537,14 @@ def load(path: str | os.PathLike) -> Graph:
             z = zipfile.ZipFile(path)
         except FileNotFoundError:
             raise CnirError("no such file") from None
-        except (zipfile.BadZipFile, OSError, EOFError) as e:
+        except _ZIP_ERRORS as e:
             raise CnirError(f"not a .cnir archive (truncated or corrupt zip): {e}") from None
         with z:
             try:
                 raw = z.read("graph.json")
             except KeyError:
                 raise CnirError("archive has no graph.json: not a .cnir file") from None
-            except (zipfile.BadZipFile, zlib.error, OSError, EOFError) as e:
+            except _ZIP_ERRORS as e:
                 raise CnirError(f"graph.json is corrupt: {e}") from None
             try:
                 doc = json.loads(raw.decode("utf-8"))
