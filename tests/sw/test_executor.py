@@ -53,8 +53,15 @@ def torch_reference(graph: ir.Graph, image: np.ndarray) -> dict[str, np.ndarray]
         at, ar = node.attrs, node.arrays
         if node.op == "conv2d":
             w = torch.from_numpy(ar["weight"].astype(np.float64)).permute(0, 3, 1, 2)
-            acc = F.conv2d(xs[0].permute(0, 3, 1, 2), w, torch.from_numpy(ar["bias"].astype(np.float64)),
-                           tuple(at["stride"]), tuple(at["padding"]), 1, at["groups"])
+            acc = F.conv2d(
+                xs[0].permute(0, 3, 1, 2),
+                w,
+                torch.from_numpy(ar["bias"].astype(np.float64)),
+                tuple(at["stride"]),
+                tuple(at["padding"]),
+                1,
+                at["groups"],
+            )
             outs = [_requant(_nhwc(acc), node)]
         elif node.op == "deform_dw3x3":
             x = xs[0]
