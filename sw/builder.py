@@ -69,26 +69,27 @@ class GraphBuilder:
         w_scale = (real * out_scale / s_in).astype(np.float32)
         return rq, w_scale, out_scale
 
-    def _conv_node(self, op, name, inputs, acc, attrs, weight, bias, relu, out_scale, target, s_in):
+    def _conv_node(self, op, name, inputs, acc, attrs, weight, relu, out_scale, target, s_in):
+        """Finish a convolution from its bias-free accumulator: centre, calibrate, requantize.
+
+        The bias centres each channel on its calibration median, as a folded batch-norm
+        would, so ReLU layers keep about half their outputs alive in a random network.
+        """
         if target is None:
             target = 200.0 if relu else 100.0
+        centre = np.median(acc.reshape(-1, acc.shape[-1]), axis=0)
+        jitter = self.rng.integers(-8, 9, size=acc.shape[-1])
+        bias = np.clip(np.round(-centre) + jitter, -(2**30), 2**30).astype(np.int64)
+        acc = acc + bias
         rq, w_scale, s_out = self._calibrate(acc, target, s_in, out_scale, attrs["w_bits"])
         y = golden.requantize(acc, rq.mult, rq.shift, relu)
-        node = Node(
-            name,
-            op,
-            inputs,
-            [name],
-            {**attrs, "relu": relu, "shift": rq.shift},
-            {"weight": weight.astype(np.int8), "bias": bias.astype(np.int32), "mult": rq.mult.astype(np.int32), "w_scale": w_scale},
-        )
+        arrays = {"weight": weight.astype(np.int8), "bias": bias.astype(np.int32), "mult": rq.mult.astype(np.int32), "w_scale": w_scale}
+        node = Node(name, op, inputs, [name], {**attrs, "relu": relu, "shift": rq.shift}, arrays)
         return self._add(node, [y], [s_out])[0]
 
-    def _weights(self, shape: tuple[int, ...], w_bits: int) -> tuple[np.ndarray, np.ndarray]:
+    def _weights(self, shape: tuple[int, ...], w_bits: int) -> np.ndarray:
         lo, hi = intmath.weight_range(w_bits)
-        w = self.rng.integers(lo, hi + 1, size=shape)
-        bias = self.rng.integers(-(2**10), 2**10, size=shape[0])
-        return w, bias
+        return self.rng.integers(lo, hi + 1, size=shape)
 
     # ----------------------------------------------------------------- ops
     def conv(
@@ -112,10 +113,10 @@ class GraphBuilder:
         ph, pw = (padding, padding) if isinstance(padding, int) else padding
         name = self._name("conv", name)
         c = self.tensors[x].shape[2]
-        w, bias = self._weights((oc, kh, kw, c // groups), w_bits)
-        acc = golden.conv2d(self.values[x], w, bias, (sh, sw), (ph, pw), groups)
+        w = self._weights((oc, kh, kw, c // groups), w_bits)
+        acc = golden.conv2d(self.values[x], w, None, (sh, sw), (ph, pw), groups)
         attrs = {"stride": [sh, sw], "padding": [ph, pw], "groups": groups, "w_bits": w_bits}
-        return self._conv_node("conv2d", name, [x], acc, attrs, w, bias, relu, out_scale, target, self.scale(x))
+        return self._conv_node("conv2d", name, [x], acc, attrs, w, relu, out_scale, target, self.scale(x))
 
     def dwconv(self, x: str, stride: int = 1, relu: bool = False, **kw) -> str:
         c = self.tensors[x].shape[2]
@@ -134,11 +135,11 @@ class GraphBuilder:
     ) -> str:
         name = self._name("deform", name)
         c = self.tensors[x].shape[2]
-        w, bias = self._weights((c, 3, 3), w_bits)
+        w = self._weights((c, 3, 3), w_bits)
         d = golden.dilation_from_map(self.values[v][..., 0], max_dilation)
-        acc = golden.deform_dw3x3(self.values[x], w, d, stride) + bias
+        acc = golden.deform_dw3x3(self.values[x], w, d, stride)
         attrs = {"stride": stride, "max_dilation": max_dilation, "w_bits": w_bits}
-        return self._conv_node("deform_dw3x3", name, [x, v], acc, attrs, w, bias, relu, out_scale, None, self.scale(x))
+        return self._conv_node("deform_dw3x3", name, [x, v], acc, attrs, w, relu, out_scale, None, self.scale(x))
 
     def deform_offsets(
         self,
@@ -153,20 +154,20 @@ class GraphBuilder:
     ) -> str:
         name = self._name("deform", name)
         c = self.tensors[x].shape[2]
-        w, bias = self._weights((c, 3, 3), w_bits)
+        w = self._weights((c, 3, 3), w_bits)
         o = self.values[off]
         offsets = np.clip(o.astype(np.int64), -max_offset, max_offset).reshape(*o.shape[:3], 9, 2)
-        acc = golden.deform_dw3x3_offsets(self.values[x], w, offsets, stride) + bias
+        acc = golden.deform_dw3x3_offsets(self.values[x], w, offsets, stride)
         attrs = {"stride": stride, "max_offset": max_offset, "w_bits": w_bits}
-        return self._conv_node("deform_dw3x3_offsets", name, [x, off], acc, attrs, w, bias, relu, out_scale, None, self.scale(x))
+        return self._conv_node("deform_dw3x3_offsets", name, [x, off], acc, attrs, w, relu, out_scale, None, self.scale(x))
 
     def dilation_map(self, x: str, max_dilation: int = 8, stride: int = 1, name: str | None = None) -> str:
         """The 1x1 "offset" convolution that predicts the square-deformable dilation map."""
-        return self.conv(x, 1, 1, stride, 0, relu=True, name=name, target=1.5 * (max_dilation - 1))
+        return self.conv(x, 1, 1, stride, 0, relu=True, name=name, target=1.5 * (max_dilation - 1), out_scale=1.0)
 
     def offset_map(self, x: str, max_offset: int = 2, stride: int = 1, name: str | None = None) -> str:
         """The 1x1 convolution that predicts the bounded offsets (dy, dx per tap)."""
-        return self.conv(x, 18, 1, stride, 0, relu=False, name=name, target=1.5 * max_offset)
+        return self.conv(x, 18, 1, stride, 0, relu=False, name=name, target=1.5 * max_offset, out_scale=1.0)
 
     def _passthrough(
         self, op: str, prefix: str, inputs: list[str], attrs: dict, outs: list[np.ndarray], name: str | None, n_out: int = 1

@@ -83,6 +83,8 @@ def conv2d(
     ph, pw = _pair(padding, "padding")
     n, h, wd, c = x.shape
     oc, kh, kw, cg = w.shape
+    if min(w.shape) < 1:
+        raise ValueError(f"w must have no empty dimension, got shape {w.shape}")
     if groups < 1 or c % groups or oc % groups:
         raise ValueError(f"groups={groups} must divide input channels {c} and output channels {oc}")
     if cg != c // groups:
@@ -158,7 +160,7 @@ def _conv_matmul(x, w, groups, stride, padding, out_hw) -> np.ndarray:
 
 
 def dilation_from_map(v: np.ndarray, max_dilation: int) -> np.ndarray:
-    """d = 1 + min(v, D - 1): the square-deformable layer's per-pixel dilation (§ Deformable)."""
+    """d = 1 + min(v, D - 1): the square-deformable layer's per-pixel dilation (§ Square-deformable)."""
     v = _int_array(v, "v")
     if max_dilation < 1:
         raise ValueError(f"max_dilation must be >= 1, got {max_dilation}")

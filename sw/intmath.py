@@ -22,7 +22,7 @@ ACC_MIN, ACC_MAX = -(2 ** (ACC_BITS - 1)), 2 ** (ACC_BITS - 1) - 1
 #: Requantization multiplier: unsigned, 16 bits (fits one DSP input with room to spare).
 MULT_BITS = 16
 MULT_MAX = 2**MULT_BITS - 1
-#: Requantization shift: acc (32 b) * M (16 b) + rounding stays below 2**48.
+#: Requantization shift: |acc (32 b) * M (16 b)| < 2**47, and with the rounding term < 2**48.
 SHIFT_MAX = 47
 
 

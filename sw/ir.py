@@ -213,6 +213,8 @@ def _validate_conv_like(g: Graph, node: Node, x: TensorInfo) -> tuple[int, int, 
         sh, sw = _check_pair(at["stride"], node.name, "stride", 1)
         ph, pw = _check_pair(at["padding"], node.name, "padding", 0)
         oc, kh, kw, cg = w.shape
+        if min(w.shape) < 1:
+            _fail(node.name, "weight", f"every dimension must be at least 1, got shape {w.shape}")
         if x.shape[2] % groups or oc % groups:
             _fail(node.name, "groups", f"{groups} does not divide input channels {x.shape[2]} and output channels {oc}")
         if cg * groups != x.shape[2]:
@@ -237,6 +239,8 @@ def _validate_conv_like(g: Graph, node: Node, x: TensorInfo) -> tuple[int, int, 
         else:
             _check_int(at["max_offset"], node.name, "max_offset", 0, 127)
             want_shape, want_dtype = (out[0], out[1], 18), "int8"
+        if side.scale != 1.0:
+            _fail(node.name, "inputs", f"input {side.name!r} holds raw integers (dilations or offsets) and must have scale 1.0, got {side.scale}")
         if tuple(side.shape) != want_shape or side.dtype != want_dtype:
             _fail(
                 node.name,
@@ -344,6 +348,8 @@ def _validate_graph(g: Graph) -> None:
         _fail(None, "inputs", "graph has no inputs")
     if not g.outputs:
         _fail(None, "outputs", "graph has no outputs")
+    if len(set(g.outputs)) != len(g.outputs):
+        _fail(None, "outputs", f"graph outputs {g.outputs} name a tensor twice")
     defined: set[str] = set()
     for name in g.inputs:
         if name not in g.tensors:

@@ -404,3 +404,24 @@ def test_macs_and_params_count_what_papers_count():
     g = b.finish(["d"])
     assert g.macs() == {"c": 8 * 8 * 6 * 36, "v": 8 * 8 * 6, "d": 8 * 8 * 6 * 9}
     assert g.param_count() == (6 * 36 + 6) + (6 + 1) + (6 * 9 + 6)
+
+
+def test_empty_kernel_refused():
+    g = all_ops_graph()
+    g.node("pw").arrays["weight"] = np.zeros((4, 0, 1, 4), np.int8)
+    with pytest.raises(ir.CnirError, match="at least 1") as info:
+        g.validate()
+    assert (info.value.node, info.value.field) == ("pw", "weight")
+
+
+def test_side_map_must_hold_raw_integers(tmp_path, good):
+    """A dilation map with a scale other than 1.0 would mean something the op ignores."""
+
+    def edit(doc):
+        next(t for t in doc["tensors"] if t["name"] == "vmap")["scale"] = 0.5
+
+    expect_error(rewrite(good, tmp_path / "v.cnir", edit), "scale 1.0", node="deform", field="inputs")
+
+
+def test_duplicate_graph_outputs(tmp_path, good):
+    expect_error(rewrite(good, tmp_path / "d.cnir", lambda d: d["outputs"].append(d["outputs"][0])), "twice", field="outputs")
