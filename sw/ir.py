@@ -240,7 +240,8 @@ def _validate_conv_like(g: Graph, node: Node, x: TensorInfo) -> tuple[int, int, 
             _check_int(at["max_offset"], node.name, "max_offset", 0, 127)
             want_shape, want_dtype = (out[0], out[1], 18), "int8"
         if side.scale != 1.0:
-            _fail(node.name, "inputs", f"input {side.name!r} holds raw integers (dilations or offsets) and must have scale 1.0, got {side.scale}")
+            msg = f"input {side.name!r} holds raw integers (dilations or offsets) and must have scale 1.0, got {side.scale}"
+            _fail(node.name, "inputs", msg)
         if tuple(side.shape) != want_shape or side.dtype != want_dtype:
             _fail(
                 node.name,
