@@ -62,10 +62,7 @@ def assert_exact(got, expected, dtype=None) -> None:
     if not np.array_equal(got_i, exp_i):
         bad = np.argwhere(got_i != exp_i)
         first = tuple(int(v) for v in bad[0])
-        raise AssertionError(
-            f"{len(bad)} of {got.size} elements differ; first at {first}: "
-            f"golden={got_i[first]} expected={exp_i[first]}"
-        )
+        raise AssertionError(f"{len(bad)} of {got.size} elements differ; first at {first}: golden={got_i[first]} expected={exp_i[first]}")
 
 
 def rand_act(rng: np.random.Generator, shape, signed: bool) -> np.ndarray:
@@ -271,8 +268,9 @@ def test_conv2d_hand_computed():
     x = np.arange(1, 17, dtype=np.uint8).reshape(1, 4, 4, 1)
     w = np.ones((1, 3, 3, 1), np.int8)
     # Windows centred on (0,0), (0,2), (2,0), (2,2) of [[1..4],[5..8],[9..12],[13..16]].
-    expected = np.array([1 + 2 + 5 + 6, 2 + 3 + 4 + 6 + 7 + 8, 5 + 6 + 9 + 10 + 13 + 14,
-                         sum(range(1, 17)) - (1 + 2 + 3 + 4 + 5 + 9 + 13)]).reshape(1, 2, 2, 1)
+    expected = np.array(
+        [1 + 2 + 5 + 6, 2 + 3 + 4 + 6 + 7 + 8, 5 + 6 + 9 + 10 + 13 + 14, sum(range(1, 17)) - (1 + 2 + 3 + 4 + 5 + 9 + 13)]
+    ).reshape(1, 2, 2, 1)
     assert np.array_equal(ref_conv2d(x, w, None, 2, 1, 1), expected)  # oracle sanity
     assert_exact(golden.conv2d(x, w, stride=2, padding=1), expected, np.int64)
 
@@ -289,8 +287,14 @@ def conv_problems(draw):
     with_bias = draw(st.booleans())
     rng = np.random.default_rng(seed)
     x, w, bias, groups = make_conv_case(
-        rng, kernel=kernel, stride=stride, padding=padding, gkind=gkind,
-        signed=signed, wbits=wbits, with_bias=with_bias,
+        rng,
+        kernel=kernel,
+        stride=stride,
+        padding=padding,
+        gkind=gkind,
+        signed=signed,
+        wbits=wbits,
+        with_bias=with_bias,
     )
     return x, w, bias, stride, padding, groups
 
@@ -414,9 +418,7 @@ def test_deform_dw3x3_rejects_dilation_below_one(bad):
 
 
 @pytest.mark.parametrize("stride", [1, 2])
-@pytest.mark.parametrize(
-    "which", ["no_batch", "batch_1", "h_plus_1", "w_minus_1", "swapped", "extra_axis"]
-)
+@pytest.mark.parametrize("which", ["no_batch", "batch_1", "h_plus_1", "w_minus_1", "swapped", "extra_axis"])
 def test_deform_dw3x3_rejects_wrong_dilation_shape(which, stride):
     """A dilation map whose shape is not (N, Ho, Wo) must raise ValueError."""
     rng = np.random.default_rng(11)
@@ -572,9 +574,7 @@ def test_offsets_leave_image(seed, stride):
     h, wd = int(rng.integers(1, 12)), int(rng.integers(1, 12))
     x, w, off = make_offset_case(rng, h, wd, stride, 40)
     check_offsets(x, w, off, stride, "nearest")
-    assert np.array_equal(
-        golden.deform_dw3x3_offsets(x, w, off, stride=stride), ref_offsets_loop(x, w, off, stride)
-    )
+    assert np.array_equal(golden.deform_dw3x3_offsets(x, w, off, stride=stride), ref_offsets_loop(x, w, off, stride))
 
 
 @pytest.mark.parametrize("stride", [1, 2])
@@ -844,8 +844,7 @@ def test_maxpool2d_hypothesis(problem):
 def test_upsample_nearest2x(seed, dtype):
     """Nearest 2x upsampling vs F.interpolate, dtype preserved."""
     rng = np.random.default_rng(8000 + seed)
-    shape = (int(rng.integers(1, 3)), int(rng.integers(1, 21)), int(rng.integers(1, 21)),
-             int(rng.integers(1, 17)))
+    shape = (int(rng.integers(1, 3)), int(rng.integers(1, 21)), int(rng.integers(1, 21)), int(rng.integers(1, 17)))
     info = np.iinfo(dtype)
     x = rng.integers(max(info.min, -(2**40)), min(info.max, 2**40), size=shape).astype(dtype)
     exp = nhwc(F.interpolate(nchw(x), scale_factor=2, mode="nearest"))
@@ -864,8 +863,7 @@ def test_channel_shuffle(seed):
     rng = np.random.default_rng(9000 + seed)
     g = int(rng.choice([1, 2, 3, 4]))
     c = g * int(rng.integers(1, 5))
-    x = rand_act(rng, (int(rng.integers(1, 3)), int(rng.integers(1, 9)),
-                       int(rng.integers(1, 9)), c), bool(seed % 2))
+    x = rand_act(rng, (int(rng.integers(1, 3)), int(rng.integers(1, 9)), int(rng.integers(1, 9)), c), bool(seed % 2))
     assert_exact(golden.channel_shuffle(x, g), torch_shuffle(x, g), x.dtype)
 
 
@@ -930,15 +928,12 @@ def test_pipeline_conv_requant_pool_upsample(seed):
     w2t = torch.from_numpy(w2.astype(np.float64)).permute(0, 3, 1, 2)
     acc1 = F.conv2d(nchw(x), w1t, torch.from_numpy(b1.astype(np.float64)), stride=1, padding=1)
     s1 = _pick_shift(nhwc(acc1), m1, 300, positive=True)
-    q1 = torch.clamp(torch.floor(acc1 * torch.from_numpy(m1.astype(np.float64))[:, None, None]
-                                 / 2.0**s1 + 0.5), 0, 255)
+    q1 = torch.clamp(torch.floor(acc1 * torch.from_numpy(m1.astype(np.float64))[:, None, None] / 2.0**s1 + 0.5), 0, 255)
     p1 = F.max_pool2d(q1, kernel_size=k, stride=ps, padding=pp)
     u1 = F.interpolate(p1, scale_factor=2, mode="nearest")
-    acc2 = F.conv2d(u1, w2t, torch.from_numpy(b2.astype(np.float64)), stride=2, padding=1,
-                    groups=2)
+    acc2 = F.conv2d(u1, w2t, torch.from_numpy(b2.astype(np.float64)), stride=2, padding=1, groups=2)
     s2 = _pick_shift(nhwc(acc2), m2, 200, positive=False)
-    q2 = torch.clamp(torch.floor(acc2 * torch.from_numpy(m2.astype(np.float64))[:, None, None]
-                                 / 2.0**s2 + 0.5), -128, 127)
+    q2 = torch.clamp(torch.floor(acc2 * torch.from_numpy(m2.astype(np.float64))[:, None, None] / 2.0**s2 + 0.5), -128, 127)
 
     # The reference must actually exercise the interesting ranges.
     q1n = nhwc(q1)
