@@ -104,7 +104,8 @@ def decode(
     peak = hm == _maxpool_same(hm, peak_kernel)
     flat = np.flatnonzero(peak.reshape(-1))  # ascending (y, x, c) index
     logits = hm.reshape(-1)[flat]
-    scores = 1.0 / (1.0 + np.exp(-logits))
+    e = np.exp(-np.abs(logits))  # sigmoid without overflow for large negative logits
+    scores = np.where(logits >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
     keep = scores >= score_threshold
     flat, logits, scores = flat[keep], logits[keep], scores[keep]
     # Best first; ties (equal logits) by ascending flat index, the order flat is already in.
