@@ -379,7 +379,8 @@ def preset(name: str) -> EngineConfig:
 
 @dataclass(frozen=True)
 class Field:
-    """A bit field of a register. access: ro | rw | w1c (write 1 to clear) | w1s (write 1: pulse, reads 0)."""
+    """A bit field of a register. access: ro | rw | w1c (write 1 to clear) | w1s (write 1: pulse, reads 0).
+    `const`: a read-only field that always reads its reset value (identification, configuration)."""
 
     name: str
     lsb: int
@@ -387,6 +388,7 @@ class Field:
     access: str
     reset: int = 0
     doc: str = ""
+    const: bool = False
 
     @property
     def mask(self) -> int:
@@ -602,7 +604,11 @@ def register_map(cfg: EngineConfig | None = None) -> tuple[Register, ...]:
         hi = F("HI", 0, 32, "ro", 0, f"{doc}; bits 63:32 as latched by the last LO read")
         regs.append(R(f"PERF_{name}_LO", off, (lo,), doc, counter=name, half="lo"))
         regs.append(R(f"PERF_{name}_HI", off + 4, (hi,), doc, counter=name, half="hi"))
-    return tuple(regs)
+    constant = {"ID", "VERSION"} | {r.name for r in regs if r.name.startswith("CFG_")}
+    return tuple(
+        dataclasses.replace(r, fields=tuple(dataclasses.replace(f, const=True) for f in r.fields)) if r.name in constant else r
+        for r in regs
+    )
 
 
 def reg(name: str, cfg: EngineConfig | None = None) -> Register:
