@@ -126,6 +126,187 @@ def bench(model: str, backend: str, frames: int, seed: int, layers: bool, as_jso
 
 
 @main.command()
+@click.option("--model", default="codenet-tiny", show_default=True, help="Zoo architecture to train (codenet-tiny, codenet-1x-b, ...).")
+@click.option(
+    "--deform", type=click.Choice(["square", "bounded", "dw", "full"]), default=None, help="Decoder variant [default: the model's]."
+)
+@click.option("--data", default="synth", show_default=True, help="synth, voc:DIR or coco:DIR.")
+@click.option("--train-images", default=4000, show_default=True, help="Synthetic training images.")
+@click.option("--val-images", default=500, show_default=True, help="Synthetic validation images.")
+@click.option("--epochs", default=30, show_default=True, help="Float pre-training epochs.")
+@click.option("--qat-epochs", default=6, show_default=True, help="QAT fine-tuning epochs.")
+@click.option("--batch-size", default=32, show_default=True, help="Global batch (split over DDP processes).")
+@click.option("--lr", default=2e-3, show_default=True)
+@click.option("--qat-lr", default=2e-4, show_default=True)
+@click.option("--seed", default=0, show_default=True)
+@click.option("--deterministic", is_flag=True, help="Deterministic kernels: a resumed run ends bit-identical to an uninterrupted one.")
+@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
+@click.option("--workers", default=0, show_default=True, help="Data loader worker processes.")
+@click.option("--threads", default=None, type=int, help="torch CPU threads per process.")
+@click.option("--checkpoint-every", default=100, show_default=True, help="Steps between checkpoints (also at each epoch end).")
+@click.option(
+    "-o", "--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path), help="Run directory (checkpoints)."
+)
+@click.option("--resume/--no-resume", default=True, show_default=True, help="Continue the run in OUT if it has a checkpoint.")
+@click.option(
+    "--stop-after-steps", default=None, type=int, hidden=True, help="Stop (with a checkpoint) after N steps, as an interruption would."
+)
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
+def train(out_dir: Path, resume: bool, stop_after_steps: int | None, quiet: bool, as_json: bool, threads: int | None, **opts) -> None:
+    """Train a detector: float pre-training, then BN folding, Brevitas QAT and calibration."""
+    from codenet.quant.train import TrainConfig, TrainError
+    from codenet.quant.train import train as run_training
+
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+    if not resume and (out_dir / "last.pt").exists():
+        raise click.ClickException(f"{out_dir} already holds a run (last.pt); resume it or choose another --out")
+    cfg = TrainConfig(**opts)
+    try:
+        summary = run_training(cfg, out_dir, resume=resume, progress=not quiet and not as_json, stop_after_steps=stop_after_steps)
+    except (TrainError, ValueError) as e:
+        raise click.ClickException(str(e)) from None
+    if as_json:
+        if int(__import__("os").environ.get("RANK", "0")) == 0:
+            _emit_json(summary)
+        return
+    con = _console(False)
+    con.print(f"run in {summary['out']}: phase {summary['phase']}, {summary['global_step']} steps, {summary['train_seconds']:.0f} s")
+    for key in ("float_ap50", "qat_ap50"):
+        if key in summary:
+            con.print(f"  {key}: {summary[key]:.4f}")
+
+
+def _eval_dataset(data: str, graph_or_spec_size: int, images: int, seed: int):
+    from codenet.quant.train import make_dataset
+
+    return make_dataset(data, "val", size=graph_or_spec_size, num_images=images, seed=seed)
+
+
+@main.command()
+@click.argument("checkpoint", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("-o", "--out", "out_path", required=True, type=click.Path(dir_okay=False, path_type=Path), help="The .cnir to write.")
+@click.option("--qonnx", "qonnx_path", default=None, type=click.Path(dir_okay=False, path_type=Path), help="Also write QONNX here.")
+@click.option("--name", default=None, help="Graph name [default: the checkpoint's model name].")
+@click.option("--check-images", default=16, show_default=True, help="Validation images on which golden must reproduce Brevitas.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
+def export(checkpoint: Path, out_path: Path, qonnx_path: Path | None, name: str | None, check_images: int, as_json: bool) -> None:
+    """Write the integer graph (.cnir) of a QAT checkpoint, and check golden against Brevitas."""
+    import numpy as np
+    import torch
+
+    from codenet.quant.export import ExportError, compare_golden, export_cnir, export_qonnx
+    from codenet.quant.infer import predict_graph, predict_model
+    from codenet.quant.train import TrainConfig, TrainError, load_checkpoint, model_from_checkpoint
+
+    try:
+        ckpt = load_checkpoint(checkpoint)
+        if ckpt["phase"] == "float":
+            raise click.ClickException(f"{checkpoint} is from float pre-training; export needs a QAT checkpoint (final.pt)")
+        model = model_from_checkpoint(ckpt)
+        cfg = TrainConfig.from_dict(ckpt["config"])
+        graph = export_cnir(model, None, out_path, ckpt["classes"], name=name or cfg.model, weights=f"{checkpoint.name}: {ckpt['command']}")
+        report: dict = {"cnir": str(out_path), "nodes": len(graph.nodes), "params": graph.param_count(), "bytes": out_path.stat().st_size}
+        if qonnx_path is not None:
+            report["qonnx"] = str(export_qonnx(model, qonnx_path))
+    except (ExportError, TrainError, ValueError) as e:
+        raise click.ClickException(str(e)) from None
+    if check_images:
+        val = _eval_dataset(cfg.data, model.spec.input_size, check_images, cfg.seed)
+        images = np.stack([val[i]["image"] for i in range(min(check_images, len(val)))])
+        agree = compare_golden(model, graph, torch.from_numpy(images).permute(0, 3, 1, 2).float())
+        _, det_model = predict_model(model, val, limit=check_images)
+        _, det_graph = predict_graph(graph, val, limit=check_images)
+        same = all(
+            np.array_equal(a["labels"], b["labels"]) and np.allclose(a["boxes"], b["boxes"], atol=1e-4)
+            for a, b in zip(det_model, det_graph)
+        )
+        report["check"] = {
+            "images": len(images),
+            "elements": agree.elements,
+            "fraction_exact": agree.fraction_exact,
+            "fraction_within_1_lsb": agree.fraction_within_1,
+            "max_abs_diff_lsb": agree.max_abs_diff,
+            "detections_identical": bool(same),
+        }
+    if as_json:
+        _emit_json(report)
+        return
+    con = _console(False)
+    con.print(f"wrote {out_path}: {report['nodes']} nodes, {report['params']:,} parameters, {report['bytes']:,} bytes")
+    if "qonnx" in report:
+        con.print(f"wrote {report['qonnx']}")
+    if "check" in report:
+        c = report["check"]
+        con.print(
+            f"golden vs Brevitas on {c['images']} validation images: {c['fraction_exact']:.4%} exact, "
+            f"{c['fraction_within_1_lsb']:.4%} within 1 LSB (max {c['max_abs_diff_lsb']}), "
+            f"detections {'identical' if c['detections_identical'] else 'DIFFER'}"
+        )
+
+
+@main.command("eval")
+@click.argument("model_path", metavar="MODEL", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--backend", type=click.Choice(["torch", "golden"]), default=None, help="[default: torch for .pt, golden for .cnir]")
+@click.option("--data", default=None, help="synth, voc:DIR or coco:DIR [default: the checkpoint's data, or synth].")
+@click.option("--images", default=500, show_default=True, help="Validation images (synthetic data).")
+@click.option("--seed", default=None, type=int, help="Data seed [default: the checkpoint's].")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
+def eval_cmd(model_path: Path, backend: str | None, data: str | None, images: int, seed: int | None, as_json: bool) -> None:
+    """AP50 and COCO mAP of a checkpoint (torch) or a .cnir (golden executor)."""
+    from codenet.quant.evaluate import evaluate_detections
+    from codenet.quant.infer import predict_graph, predict_model
+    from codenet.quant.train import TrainConfig, TrainError, load_checkpoint, model_from_checkpoint
+
+    from . import ir
+
+    is_graph = model_path.suffix == ".cnir"
+    backend = backend or ("golden" if is_graph else "torch")
+    if is_graph != (backend == "golden"):
+        raise click.ClickException(f"backend {backend} cannot run {model_path.name}: use golden for .cnir and torch for checkpoints")
+    try:
+        if is_graph:
+            graph = ir.load(model_path)
+            size, classes = int(graph.metadata["input_size"][0]), graph.metadata["classes"]
+            data, seed = data or "synth", 0 if seed is None else seed
+        else:
+            ckpt = load_checkpoint(model_path)
+            cfg = TrainConfig.from_dict(ckpt["config"])
+            model = model_from_checkpoint(ckpt)
+            size, classes = model.spec.input_size, ckpt["classes"]
+            data, seed = data or cfg.data, cfg.seed if seed is None else seed
+        val = _eval_dataset(data, size, images, seed)
+        if is_graph:
+            gts, dets = predict_graph(graph, val, limit=images)
+        else:
+            gts, dets = predict_model(model, val, limit=images)
+        result = evaluate_detections(gts, dets, classes)
+    except (TrainError, ValueError) as e:
+        raise click.ClickException(str(e)) from None
+    report = {
+        "model": str(model_path),
+        "backend": backend,
+        "data": data,
+        "images": len(gts),
+        "ap50": result["ap50"],
+        "map": result["map"],
+        "per_class_ap50": result["per_class_ap50"],
+    }
+    if not is_graph:
+        report["phase"] = ckpt["phase"]
+    if as_json:
+        _emit_json(report)
+        return
+    con = _console(False)
+    con.print(f"{model_path} on {backend}, {data} ({len(gts)} images): AP50 {result['ap50']:.4f}, mAP {result['map']:.4f}")
+    for k, v in result["per_class_ap50"].items():
+        con.print(f"  {k:12s} {v:.4f}")
+
+
+@main.command()
 @click.option("-o", "--out", "out_dir", default="build/demo", show_default=True, type=click.Path(file_okay=False, path_type=Path))
 @click.option("--seed", default=0, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
