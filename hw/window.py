@@ -462,8 +462,14 @@ class WindowUnit(wiring.Component):
             best = None
             for t in range(9):
                 b = taps3[t][8 * lane : 8 * lane + 8]
-                key = Mux(valid3[t], Cat(b[:7], b[7] ^ self.in_signed), 0)  # order-preserving as unsigned
-                best = key if best is None else Mux(key > best, key, best)
+                key = Signal(8, name=f"pool_key{t}_{lane}")
+                m.d.comb += key.eq(Mux(valid3[t], Cat(b[:7], b[7] ^ self.in_signed), 0))  # order-preserving as unsigned
+                if best is None:
+                    best = key
+                else:
+                    nxt = Signal(8, name=f"pool_best{t}_{lane}")
+                    m.d.comb += nxt.eq(Mux(key > best, key, best))
+                    best = nxt
             with m.If(en):
                 m.d.sync += pool_out[8 * lane : 8 * lane + 8].eq(Cat(best[:7], best[7] ^ self.in_signed))
         with m.If(en):

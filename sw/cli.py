@@ -379,5 +379,42 @@ def demo(out_dir: Path, seed: int, as_json: bool) -> None:
         _emit_json(result)
 
 
+@main.command()
+@click.option("--engine", "engine", default="tiny", show_default=True, help="Engine preset (tiny, ultra96, ulx3s) or config .json file.")
+@click.option("-o", "--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path), help="Directory for the files.")
+@click.option("--lint/--no-lint", default=False, help="Also run verilator --lint-only -Wall (with the waivers) on the Verilog.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
+def gen(engine: str, out_dir: Path, lint: bool, as_json: bool) -> None:
+    """Generate an engine: Verilog, engine.json (configuration + register map) and a C header."""
+    from .engine import PRESETS, EngineConfig, EngineConfigError
+
+    try:
+        cfg = PRESETS[engine] if engine in PRESETS else EngineConfig.from_json(Path(engine).read_text())
+    except (EngineConfigError, OSError) as e:
+        raise click.ClickException(f"--engine {engine}: {e}") from None
+    from codenet.hw import gen as hw_gen
+
+    start = time.perf_counter()
+    paths = hw_gen.generate(cfg, out_dir)
+    result: dict = {"engine": cfg.name, "config": cfg.to_dict(), "files": {k: str(v) for k, v in paths.items()}}
+    result["seconds"] = round(time.perf_counter() - start, 2)
+    if lint:
+        run = hw_gen.lint(out_dir)
+        result["lint"] = {"ok": run.returncode == 0, "output": (run.stdout + run.stderr)[-4000:]}
+    if as_json:
+        _emit_json(result)
+    else:
+        con = _console(False)
+        con.print(f"engine {cfg.name!r} ({cfg.lanes} lanes) written to {out_dir} in {result['seconds']} s:")
+        for k, v in result["files"].items():
+            con.print(f"  {k}: {v}")
+        if lint:
+            con.print("verilator lint: " + ("clean (waivers: docs/engine.md § Lint)" if result["lint"]["ok"] else "FAILED"))
+            if not result["lint"]["ok"]:
+                con.print(result["lint"]["output"])
+    if lint and not result["lint"]["ok"]:
+        raise SystemExit(1)
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

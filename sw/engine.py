@@ -420,14 +420,14 @@ class Register:
 PERF_COUNTERS: tuple[tuple[str, str], ...] = (
     ("CYCLES", "cycles while BUSY (since the last START)"),
     ("BUSY_PW", "cycles the pointwise array performed a tile step (one L x L multiply-accumulate)"),
-    ("BUSY_WIN", "cycles the window unit's sampler issued a pixel (all 9 taps of L lanes)"),
+    ("BUSY_WIN", "cycles the window unit's sampler issued a pixel (bounded offsets: one of its three tap rows)"),
     ("BUSY_MOVE", "cycles the move unit (COPY, UPSAMPLE2X) passed a beat"),
     ("BUSY_DMA_RD", "cycles an AXI4 read data beat was accepted"),
     ("BUSY_DMA_WR", "cycles an AXI4 write data beat was accepted"),
     ("BYTES_RD", "bytes read from DRAM: read beats x L (whole beats, as on the bus)"),
     ("BYTES_WR", "bytes written to DRAM: strobed bytes of the accepted write beats"),
     ("DESC_DONE", "descriptors completed"),
-    ("STALL_DMA", "cycles the active unit waited for DMA data or FIFO space"),
+    ("STALL_DMA", "cycles within an op in which no unit stepped (waiting for data, output space or loads)"),
 )
 
 PERF_BASE = 0x100

@@ -36,16 +36,27 @@ def run(dut, *benches, deadline_cycles: int = 200_000, clock: float = 1e-8, chun
     return cycles
 
 
-async def put(ctx, port, payloads, rng: random.Random | None = None, p_idle: float = 0.0):
-    """Send each payload on stream `port` (valid/ready), optionally idling at random."""
+async def put(ctx, port, payloads, rng: random.Random | None = None, p_idle: float = 0.0, stop=None) -> bool:
+    """Send each payload on stream `port` (valid/ready), optionally idling at random.
+    With `stop` (a signal), give up as soon as it is high; returns False if it gave up."""
     for p in payloads:
         while rng is not None and rng.random() < p_idle:
             ctx.set(port.valid, 0)
             await ctx.tick()
         ctx.set(port.payload, p)
         ctx.set(port.valid, 1)
-        await ctx.tick().until(port.ready)
+        while True:
+            if stop is None:
+                await ctx.tick().until(port.ready)
+                break
+            _, _, ready, halt = await ctx.tick().sample(port.ready, stop)
+            if ready:
+                break
+            if halt:
+                ctx.set(port.valid, 0)
+                return False
     ctx.set(port.valid, 0)
+    return True
 
 
 async def get(ctx, port, count: int, rng: random.Random | None = None, p_stall: float = 0.0, convert=None):
