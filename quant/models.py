@@ -325,7 +325,11 @@ class CoDeNet(nn.Module):
             if self.deform in DEFORMABLE:
                 nn.init.zeros_(dec.offset.conv.weight)
                 nn.init.constant_(dec.offset.conv.bias, SQUARE_BIAS_INIT if self.deform == "square" else 0.0)
-        nn.init.constant_(self.head["hm"].out.conv.bias, HM_BIAS_INIT)
+        for name, head in self.head.items():
+            # CenterNet's head init: tiny final weights, so the first logits are the bias
+            # (a low score everywhere for hm) instead of kaiming-sized noise
+            nn.init.normal_(head.out.conv.weight, std=0.001)
+            nn.init.constant_(head.out.conv.bias, HM_BIAS_INIT if name == "hm" else 0.0)
 
     @property
     def stages(self) -> list[nn.Sequential]:

@@ -15,6 +15,7 @@ from brevitas.nn import QuantConv2d, QuantIdentity, QuantReLU
 
 from codenet.quant.deform import KINDS
 from codenet.quant.models import (
+    HM_BIAS_INIT,
     CoDeNet,
     ConvBlock,
     DeformBlock,
@@ -315,3 +316,19 @@ def test_qat_gradients_reach_the_offset_conv(kind):
         g = dec.offset.conv.weight.grad
         assert g is not None and g.abs().sum() > 0, kind
     assert q.stem.conv.conv.weight.grad.abs().sum() > 0
+
+
+def test_initial_heatmap_logits_sit_at_the_prior():
+    """A fresh float model scores every pixel near CenterNet's prior (sigmoid(-2.19) ~ 0.1).
+
+    Kaiming-sized final weights once gave logits of +-10 and a first focal loss in the hundreds.
+    """
+    torch.manual_seed(0)
+    model = build_model("codenet-tiny", mode="float", input_size=64)
+    images = torch.randint(0, 256, (2, 3, 64, 64)).float()
+    with torch.no_grad():
+        out = model(images)
+    hm = out["hm"]
+    assert abs(float(hm.mean()) - HM_BIAS_INIT) < 0.1
+    assert float(hm.std()) < 0.1
+    assert float(out["wh"].abs().max()) < 0.5 and float(out["reg"].abs().max()) < 0.5
