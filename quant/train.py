@@ -189,7 +189,8 @@ def model_from_checkpoint(ckpt: dict[str, Any] | str | os.PathLike) -> CoDeNet:
     if not isinstance(ckpt, dict):
         ckpt = load_checkpoint(ckpt)
     cfg = TrainConfig.from_dict(ckpt["config"])
-    model = _empty_model(cfg, ckpt["phase"] if ckpt["phase"] in PHASES else "qat")
+    kind = ckpt.get("model_kind", "float" if ckpt["phase"] == "float" else "quant")
+    model = _empty_model(cfg, "qat" if kind == "quant" else "float")
     model.load_state_dict(ckpt["model"])
     return model.eval()
 
@@ -321,6 +322,7 @@ def train(
                 "version": CHECKPOINT_VERSION,
                 "config": cfg.to_dict(),
                 "phase": st.phase,
+                "model_kind": "quant" if model.mode == "quant" else "float",
                 "state": dataclasses.asdict(st),
                 "model": model.state_dict(),
                 "optimizer": opt.state_dict(),
@@ -403,6 +405,11 @@ def train(
                 st.metrics["float_ap50"] = _val_ap50(model, val_set)
                 say(f"float model: val AP50 {st.metrics['float_ap50']:.4f}")
                 save(out / "float.pt")
+            if cfg.qat_epochs == 0:  # a float-only run (the bilinear baseline has no integer form)
+                st.phase = "done"
+                save()
+                save(out / "final.pt")
+                continue
             model = quantize(fuse_bn(model.eval().cpu()))
             _calibrate(model, train_set, local_batch, cfg)
             st.phase, st.epoch, st.step_in_epoch = "qat", 0, 0

@@ -104,3 +104,12 @@ def test_ddp_two_cpu_processes_on_gloo(tmp_path):
     assert summary["ranks_in_sync"] is True
     assert summary["phase"] == "done" and summary["global_step"] == 2 + 2
     assert load_checkpoint(tmp_path / "ddp" / "final.pt")["phase"] == "done"
+
+
+def test_float_only_run_for_the_bilinear_baseline(tmp_path):
+    """`full` has no integer form: with qat_epochs=0 the run ends after float training."""
+    torch.set_num_threads(1)
+    s = train(small(deform="full", qat_epochs=0, epochs=1), tmp_path, progress=False)
+    assert s["phase"] == "done" and "qat_ap50" not in s and "float_ap50" in s
+    model = model_from_checkpoint(tmp_path / "final.pt")
+    assert model.mode == "float" and model.deform == "full"
