@@ -479,6 +479,8 @@ class Controller(wiring.Component):
             with m.Case(St.IDLE):
                 with m.If(self.start):
                     m.d.sync += [self.done.eq(0), self.error.eq(0), self.err_desc.eq(0), self.err_addr.eq(0), index.eq(0)]
+                    # a run that ended in an error may have left a command the stopped DMA never took
+                    m.d.sync += [cmd.valid.eq(0), wcmd.valid.eq(0)]
                     with m.If((self.prog_len == 0) | (self.prog_addr[:6] != 0)):
                         finish(EC.BAD_PROGRAM)
                     with m.Else():

@@ -93,11 +93,33 @@ class _ChunkWalker:
         self.n_axi = n_axi
         self.n_out = Signal(NBYTES_BITS, name=f"{name}_n_out")
         m.d.comb += self.n_out.eq((self.nbytes + L - 1) >> lg)
+        # the next burst: the chunk's first one (from `cur`) unless a chunk is under way
+        self.in_chunk = Signal(name=f"{name}_in_chunk")
+        self.start_addr = Signal(32, name=f"{name}_start_addr")
+        self.start_left = Signal(NBYTES_BITS, name=f"{name}_start_left")
+        m.d.comb += [
+            self.start_addr.eq(Mux(self.in_chunk, self.beat_addr, Cat(C(0, lg), self.cur[lg:]))),
+            self.start_left.eq(Mux(self.in_chunk, self.beats_left, n_axi)),
+        ]
         to_page = Signal(13, name=f"{name}_to_page")
-        m.d.comb += to_page.eq((4096 - self.beat_addr[:12]) >> lg)
+        m.d.comb += to_page.eq((4096 - self.start_addr[:12]) >> lg)
         lim = Signal(NBYTES_BITS, name=f"{name}_lim")
-        m.d.comb += lim.eq(Mux(self.beats_left < cfg.max_burst_beats, self.beats_left, cfg.max_burst_beats))
+        m.d.comb += lim.eq(Mux(self.start_left < cfg.max_burst_beats, self.start_left, cfg.max_burst_beats))
         m.d.comb += self.burst_len.eq(Mux(to_page < lim, to_page, lim))
+
+    def advance(self, m, busy):
+        """After a burst was issued: move to the chunk's next burst, or to the next chunk."""
+        lg = self.lg
+        with m.If(self.start_left == self.burst_len):
+            m.d.sync += [self.in_chunk.eq(0), self.cur.eq(self.cur + self.stride), self.left.eq(self.left - 1)]
+            with m.If(self.left == 1):
+                m.d.sync += busy.eq(0)
+        with m.Else():
+            m.d.sync += [
+                self.in_chunk.eq(1),
+                self.beat_addr.eq(self.start_addr + (self.burst_len << lg)),
+                self.beats_left.eq(self.start_left - self.burst_len),
+            ]
 
 
 class DmaReader(wiring.Component):
@@ -143,7 +165,7 @@ class DmaReader(wiring.Component):
 
         # ------------------------------------------------------------ commands -> chunks -> bursts
         busy = Signal()  # a command is being walked
-        in_chunk = Signal()  # the current chunk passed its checks; bursts are being issued
+        in_chunk = w.in_chunk  # the chunk's first burst was issued; more follow
         tag = Signal(self.tag_bits)
         m.d.comb += self.cmd.ready.eq(~busy & ~stopped)
         with m.If(self.cmd.valid & self.cmd.ready):
@@ -156,29 +178,23 @@ class DmaReader(wiring.Component):
         ar = self.axi_ar
         credit_ok = Signal()
         m.d.comb += credit_ok.eq(inflight + w.burst_len <= depth)
-        with m.If(busy & ~in_chunk & ~stopped):
-            with m.If(ok):
-                with m.If(info.w_rdy):
-                    m.d.sync += [in_chunk.eq(1), w.beat_addr.eq(Cat(C(0, lg), w.cur[lg:])), w.beats_left.eq(w.n_axi)]
-                    m.d.comb += [
-                        info.w_en.eq(1),
-                        info.w_data.eq(Cat(w.cur[:lg], w.n_axi, w.n_out, tag, w.left == 1)),
-                    ]
-            with m.Else():
-                m.d.sync += [err.eq(1), stopped.eq(1), self.err_addr.eq(w.cur)]
+        first = busy & ~in_chunk & ~stopped
+        with m.If(first & ~ok):
+            m.d.sync += [err.eq(1), stopped.eq(1), self.err_addr.eq(w.cur)]
+        # a chunk's first burst goes out in the cycle its checks pass (one chunk per cycle for
+        # single-beat chunks); once raised, ARVALID stays up until taken, even after an abort
+        hold = Signal()
         issue = Signal()
         m.d.comb += [
-            ar.addr.eq(w.beat_addr),
+            ar.addr.eq(w.start_addr),
             ar.len.eq(w.burst_len - 1),
-            ar.valid.eq(in_chunk & ~stopped & credit_ok),
+            ar.valid.eq(hold | (~stopped & credit_ok & (in_chunk | (first & ok & info.w_rdy)))),
             issue.eq(ar.valid & ar.ready),
         ]
+        m.d.sync += hold.eq(ar.valid & ~ar.ready)
+        m.d.comb += [info.w_en.eq(issue & ~in_chunk), info.w_data.eq(Cat(w.cur[:lg], w.n_axi, w.n_out, tag, w.left == 1))]
         with m.If(issue):
-            m.d.sync += [w.beat_addr.eq(w.beat_addr + (w.burst_len << lg)), w.beats_left.eq(w.beats_left - w.burst_len)]
-            with m.If(w.beats_left == w.burst_len):
-                m.d.sync += [in_chunk.eq(0), w.cur.eq(w.cur + w.stride), w.left.eq(w.left - 1)]
-                with m.If(w.left == 1):
-                    m.d.sync += busy.eq(0)
+            w.advance(m, busy)
 
         # ------------------------------------------------------------ R channel
         r = self.axi_r
@@ -245,7 +261,7 @@ class DmaReader(wiring.Component):
             m.d.sync += [k.eq(0), j.eq(0), have_prev.eq(0)]
 
         idle_run = ~busy & ~in_chunk & (inflight == 0) & ~info.r_rdy & ~out.valid & ~self.cmd.valid
-        m.d.comb += self.idle.eq(Mux(stopped, inflight == 0, idle_run))
+        m.d.comb += self.idle.eq(Mux(stopped, (inflight == 0) & ~hold, idle_run))
         return m
 
 
@@ -294,7 +310,7 @@ class DmaWriter(wiring.Component):
         err = Signal()
         m.d.comb += self.error.eq(err)
         busy = Signal()
-        in_chunk = Signal()
+        in_chunk = w.in_chunk
         reserved = Signal(range(depth + 1))  # FIFO beats claimed by chunks whose bursts are issued
         consumed = Signal()
         m.d.comb += self.cmd.ready.eq(~busy & ~stopped)
@@ -302,40 +318,33 @@ class DmaWriter(wiring.Component):
             p = self.cmd.payload
             m.d.sync += [busy.eq(p.count != 0), w.cur.eq(p.addr), w.left.eq(p.count), w.nbytes.eq(p.nbytes), w.stride.eq(p.stride)]
         ok = window_ok(m, self.win, w.cur, w.nbytes, True, cfg.axi_addr_bits)
-        claim = Signal()
+        first = busy & ~in_chunk & ~stopped
+        with m.If(first & ~ok):
+            m.d.sync += [err.eq(1), stopped.eq(1), self.err_addr.eq(w.cur)]
         chunk_beat = Signal(NBYTES_BITS)  # bus beats of the chunk already covered by issued bursts
-        with m.If(busy & ~in_chunk & ~stopped):
-            with m.If(ok):
-                with m.If(dfifo.level >= reserved + w.n_out):
-                    m.d.comb += claim.eq(1)
-                    m.d.sync += [in_chunk.eq(1), w.beat_addr.eq(Cat(C(0, lg), w.cur[lg:])), w.beats_left.eq(w.n_axi), chunk_beat.eq(0)]
-            with m.Else():
-                m.d.sync += [err.eq(1), stopped.eq(1), self.err_addr.eq(w.cur)]
-        m.d.sync += reserved.eq(reserved + Mux(claim, w.n_out, 0) - consumed)
+        start_beat = Mux(in_chunk, chunk_beat, 0)
+        have_data = dfifo.level >= reserved + w.n_out  # the whole chunk is in the FIFO, unclaimed
 
         aw = self.axi_aw
         outstanding = Signal(16)
         issue = Signal()
+        hold = Signal()
         len_m1 = Signal(8)
         m.d.comb += len_m1.eq(w.burst_len - 1)
         m.d.comb += [
-            aw.addr.eq(w.beat_addr),
+            aw.addr.eq(w.start_addr),
             aw.len.eq(len_m1),
-            aw.valid.eq(in_chunk & ~stopped & binfo.w_rdy),
+            aw.valid.eq(hold | (~stopped & binfo.w_rdy & (in_chunk | (first & ok & have_data)))),
             issue.eq(aw.valid & aw.ready),
             binfo.w_en.eq(issue),
-            binfo.w_data.eq(Cat(len_m1, chunk_beat, w.cur[:lg], w.nbytes, w.n_out)),
+            binfo.w_data.eq(Cat(len_m1, start_beat, w.cur[:lg], w.nbytes, w.n_out)),
         ]
+        m.d.sync += hold.eq(aw.valid & ~aw.ready)
+        claim = issue & ~in_chunk
+        m.d.sync += reserved.eq(reserved + Mux(claim, w.n_out, 0) - consumed)
         with m.If(issue):
-            m.d.sync += [
-                w.beat_addr.eq(w.beat_addr + (w.burst_len << lg)),
-                w.beats_left.eq(w.beats_left - w.burst_len),
-                chunk_beat.eq(chunk_beat + w.burst_len),
-            ]
-            with m.If(w.beats_left == w.burst_len):
-                m.d.sync += [in_chunk.eq(0), w.cur.eq(w.cur + w.stride), w.left.eq(w.left - 1)]
-                with m.If(w.left == 1):
-                    m.d.sync += busy.eq(0)
+            m.d.sync += chunk_beat.eq(start_beat + w.burst_len)
+            w.advance(m, busy)
 
         # ------------------------------------------------------------ W channel
         bl = binfo.r_data[:8]
@@ -390,5 +399,5 @@ class DmaWriter(wiring.Component):
             m.d.sync += stopped.eq(1)
         # stopped: the bursts already issued complete (their data is in the FIFO); nothing else
         idle_run = ~busy & ~in_chunk & ~binfo.r_rdy & (outstanding == 0) & ~self.cmd.valid & ~dfifo.r_rdy
-        m.d.comb += self.idle.eq(Mux(stopped, ~binfo.r_rdy & (outstanding == 0), idle_run))
+        m.d.comb += self.idle.eq(Mux(stopped, ~binfo.r_rdy & (outstanding == 0) & ~hold, idle_run))
         return m

@@ -210,10 +210,10 @@ class WindowUnit(wiring.Component):
                 m.d.sync += [rq_valid.eq(1), self.req.payload.kind.eq(Req.WEIGHTS), need_w.eq(0)]
             with m.Elif((state == 1) & need_p):
                 m.d.sync += [rq_valid.eq(1), self.req.payload.kind.eq(Req.PARAMS), need_p.eq(0)]
-            with m.Elif((state == 2) & want_side):
+            with m.Elif(((state == 1) | (state == 2)) & want_side):
                 m.d.sync += [rq_valid.eq(1), self.req.payload.kind.eq(Req.SIDE), self.req.payload.index.eq(req_side)]
                 m.d.sync += req_side.eq(req_side + 1)
-            with m.Elif((state == 2) & want_row):
+            with m.Elif(((state == 1) | (state == 2)) & want_row):
                 m.d.sync += [rq_valid.eq(1), self.req.payload.kind.eq(Req.ROW), self.req.payload.index.eq(req_row)]
                 m.d.sync += req_row.eq(req_row + 1)
         m.d.sync += self.req.payload.group.eq(group)
@@ -284,8 +284,15 @@ class WindowUnit(wiring.Component):
                         m.d.sync += off_b.eq(off_b + 1)
                     with m.If(last_beat):
                         m.d.sync += [side_loaded.eq(side_loaded + 1), off_b.eq(0), off_x.eq(0)]
+        # rows and side rows are requested while the group's weights load; pixels wait for both
+        w_got = Signal()
+        p_got = Signal()
+        with m.If(take & last_beat & (head == Req.WEIGHTS)):
+            m.d.sync += w_got.eq(1)
+        with m.If(take & last_beat & (head == Req.PARAMS)):
+            m.d.sync += p_got.eq(1)
         loaded_wp = Signal()
-        m.d.comb += loaded_wp.eq(~need_w & ~need_p & ~rq_valid & (kinds.level == 0))
+        m.d.comb += loaded_wp.eq(~need_w & ~need_p & ((w_got & p_got) | ~is_mac))
 
         # ------------------------------------------------------------ pipeline control
         en = Signal()
@@ -535,6 +542,8 @@ class WindowUnit(wiring.Component):
                 out_count.eq(0),
                 off_b.eq(0),
                 off_x.eq(0),
+                w_got.eq(0),
+                p_got.eq(0),
             ]
 
         with m.Switch(state):

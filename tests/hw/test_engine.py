@@ -35,9 +35,9 @@ REG = {r.name: r.offset for r in E.register_map(CFG)}
 class Program:
     """A tiny bump allocator + descriptor list: the test's own stand-in for the compiler."""
 
-    def __init__(self, rng):
+    def __init__(self, rng, mem_bytes=MEM_BYTES):
         self.rng = rng
-        self.mem = rng.integers(0, 256, size=MEM_BYTES).astype(np.uint8)  # garbage everywhere
+        self.mem = rng.integers(0, 256, size=mem_bytes).astype(np.uint8)  # garbage everywhere
         self.top = 0x1000
         self.descs: list[E.Descriptor] = []
         self.checks = []  # (name, view, expected (H, W, C) bytes)
@@ -47,7 +47,7 @@ class Program:
         self.top = -(-self.top // align) * align
         a = self.top
         self.top += nbytes
-        assert self.top < 0x8000
+        assert self.top <= self.mem.size
         return a
 
     def put(self, arr):
@@ -70,8 +70,9 @@ class Program:
         self.outputs.append((base, h * w * ps))
         return E.View(base + c0, h, w, c, ps, w * ps)
 
-    def add(self, desc, name=None, want=None):
-        assert E.check_descriptor(desc, CFG, len(self.descs))[0] == E.ErrorCode.NONE, E.check_descriptor(desc, CFG, len(self.descs))
+    def add(self, desc, name=None, want=None, cfg=CFG):
+        check = E.check_descriptor(desc, cfg, len(self.descs))
+        assert check[0] == E.ErrorCode.NONE, check
         self.descs.append(desc)
         if want is not None:
             self.checks.append((name, desc.out, np.asarray(want).astype(np.int64) & 0xFF))
@@ -411,3 +412,110 @@ def test_empty_program_is_refused(runs):
 def test_watchdog_ends_a_stalled_run(runs):
     st = runs["watchdog"]
     assert st["error"] == E.ErrorCode.WATCHDOG and st["irq"] == 0b10 and st["busy"] == 0
+
+
+# --------------------------------------------------------------------------- validation: hardware == check_descriptor
+
+MUTABLE = [f for f in E.DESC_FIELDS]
+PROG_PAGE = 0x4000
+
+
+def valid_descriptor(rng, op: E.Op) -> E.Descriptor:
+    """A random descriptor that passes check_descriptor on CFG; its data lives far from PROG_PAGE."""
+    if op == E.Op.END:
+        return E.Descriptor(op)
+    stride = int(rng.choice(E.OP_STRIDES.get(op, (1,))))
+    h, w = int(rng.integers(1, 9)), int(rng.integers(1, CFG.max_width + 1))
+    c = int(rng.integers(1, L + 1 if op == E.Op.CONV3X3 else 12))
+    ho, wo = E.out_hw(op, h, w, stride)
+    oc = int(rng.integers(1, 9)) if op in (E.Op.CONV1X1, E.Op.CONV3X3) else c
+    far = 0x100000
+
+    def view(hh, ww, cc):
+        ps = cc + int(rng.integers(0, 3))
+        return E.View(far + int(rng.integers(0, 1 << 16)), hh, ww, cc, ps, ww * ps + int(rng.integers(0, 5)))
+
+    kw = dict(op=op, inp=view(h, w, c), out=view(ho, wo, oc))
+    allowed = E.OP_FIELDS[op]
+    if "stride" in allowed:
+        kw["stride"] = stride
+    for f in ("relu", "w8", "in_signed"):
+        if f in allowed:
+            kw[f] = bool(rng.integers(0, 2))
+    if "shift" in allowed:
+        kw["shift"] = int(rng.integers(0, 48))
+    if "max_dilation" in allowed:
+        kw["max_dilation"] = int(rng.integers(1, CFG.max_dilation + 1))
+        kw.update(side_ps=1, side_rs=wo + int(rng.integers(0, 3)), side_addr=far + 0x20000)
+    if "max_offset" in allowed:
+        kw["max_offset"] = int(rng.integers(0, CFG.max_offset + 1))
+        kw.update(side_ps=18, side_rs=18 * wo, side_addr=far + 0x20000)
+    if "weight_addr" in allowed:
+        kw.update(weight_addr=far + 0x30000, param_addr=far + 0x40000)
+    d = E.Descriptor(**kw)
+    if E.check_descriptor(d, CFG)[0] != E.ErrorCode.NONE:  # e.g. 8-bit weights too big for the buffer
+        d = E.Descriptor(**{**kw, "w8": False}) if "w8" in kw else d
+    return d
+
+
+def mutate(rng, raw: bytes) -> bytes:
+    words = list(np.frombuffer(raw, "<u4").astype(np.int64))
+    kind = rng.integers(0, 4)
+    if kind == 0:  # flip one bit anywhere
+        k = int(rng.integers(0, 16 * 32))
+        words[k // 32] ^= 1 << (k % 32)
+    else:  # set one field to a boundary or random value
+        f = MUTABLE[int(rng.integers(0, len(MUTABLE)))]
+        if f.name in ("magic", "seq") and rng.random() < 0.7:
+            f = MUTABLE[int(rng.integers(0, len(MUTABLE)))]
+        mask = (1 << f.width) - 1
+        v = int(rng.choice([0, 1, 2, 3, 17, 18, 47, 48, 257, mask, int(rng.integers(0, mask + 1))])) & mask
+        words[f.word] = (words[f.word] & ~(mask << f.lsb)) | (v << f.lsb)
+    return np.array(words, "<u4").tobytes()
+
+
+def validation_cases(n=120, seed=11):
+    rng = np.random.default_rng(seed)
+    ops = list(E.Op)
+    cases = []
+    for k in range(n):
+        op = ops[k % len(ops)]
+        raw = E.encode_descriptor(valid_descriptor(rng, op), 0)
+        if rng.random() < 0.85:
+            raw = mutate(rng, raw)
+        cases.append((raw, E.check_descriptor(raw, CFG, 0)[0]))
+    return cases
+
+
+@pytest.fixture(scope="module")
+def validation_runs():
+    bench = Bench(seed=7)
+    cases = validation_cases()
+    got = []
+
+    async def driver(ctx):
+        for raw, _ in cases:
+            bench.mem[PROG_PAGE : PROG_PAGE + 64] = np.frombuffer(raw, np.uint8)
+            st = await bench.run_program(ctx, PROG_PAGE, 1, [(PROG_PAGE, 0x1000, 1, 0)])
+            got.append(st["error"])
+        bench.stopped = True
+
+    async def memory(ctx):
+        await bench.memory(ctx)
+
+    simkit.run(bench.dut, driver, memory, deadline_cycles=400 * len(cases) + 5000)
+    return cases, got
+
+
+def test_hardware_validation_matches_check_descriptor(validation_runs):
+    cases, got = validation_runs
+    codes = {int(c) for _, c in cases}
+    assert len(codes) >= 6, f"the random cases reach too few error codes: {codes}"
+    for k, ((raw, want), hw) in enumerate(zip(cases, got)):
+        op = raw[0]
+        if want == E.ErrorCode.NONE:
+            # the descriptor is accepted and starts: its data lies outside every window
+            ok = hw == 0 if op == int(E.Op.END) else hw in (E.ErrorCode.READ_WINDOW, E.ErrorCode.WRITE_WINDOW)
+            assert ok, (k, E.decode_descriptor(raw, 0), E.ErrorCode(hw))
+        else:
+            assert hw == want, (k, raw.hex(), E.ErrorCode(want).name, E.ErrorCode(hw).name if hw in set(E.ErrorCode) else hw)
