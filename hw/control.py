@@ -50,6 +50,34 @@ def _ceil_div_pow2(v, lg):
     return (v + (1 << lg) - 1) >> lg
 
 
+def _command_stage(m, port, name):
+    """A registered DMA command stage: returns (source fields, source valid, taken).
+
+    A source drives the fields and `valid`; the stage registers the command, with
+    ``addr = base + y * ystride + goff``, whenever the DMA's command port is free, and
+    `taken` tells the source that its command was registered.
+    """
+    fields = {k: Signal(32, name=f"{name}_{k}") for k in ("base", "y", "ystride", "goff", "nbytes", "count", "stride")}
+    has_tag = "tag" in port.payload.shape().members
+    if has_tag:
+        fields["tag"] = Signal(port.payload.tag.shape(), name=f"{name}_tag")
+    valid, taken = Signal(name=f"{name}_valid"), Signal(name=f"{name}_taken")
+    with m.If(port.valid & port.ready):
+        m.d.sync += port.valid.eq(0)
+    m.d.comb += taken.eq(valid & (~port.valid | port.ready))
+    with m.If(taken):
+        m.d.sync += [
+            port.valid.eq(1),
+            port.payload.addr.eq(fields["base"] + fields["y"] * fields["ystride"] + fields["goff"]),
+            port.payload.nbytes.eq(fields["nbytes"]),
+            port.payload.count.eq(fields["count"]),
+            port.payload.stride.eq(fields["stride"]),
+        ]
+        if has_tag:
+            m.d.sync += port.payload.tag.eq(fields["tag"])
+    return fields, valid, taken
+
+
 class Controller(wiring.Component):
     def __init__(self, cfg: E.EngineConfig, pw, win, move, rd, wr):
         self.cfg = cfg
@@ -248,42 +276,13 @@ class Controller(wiring.Component):
             move.nbp.eq(_ceil_div_pow2(f["in_c"], lg)),
         ]
 
-        # ------------------------------------------------------------ read command sources
-        # each source offers (base, y, ystride, goff, nbytes, count, stride, tag); the
-        # address addr = base + y * ystride + goff is formed in the registered stage below
-        src = {k: Signal(32, name=f"rsrc_{k}") for k in ("base", "y", "ystride", "goff", "nbytes", "count", "stride")}
-        src_tag = Signal(3)
-        src_valid = Signal()
-        src_take = Signal()
-        cmd = rd.cmd
-        with m.If(cmd.valid & cmd.ready):
-            m.d.sync += cmd.valid.eq(0)
-        m.d.comb += src_take.eq(src_valid & (~cmd.valid | cmd.ready))
-        with m.If(src_take):
-            m.d.sync += [
-                cmd.valid.eq(1),
-                cmd.payload.addr.eq(src["base"] + src["y"] * src["ystride"] + src["goff"]),
-                cmd.payload.nbytes.eq(src["nbytes"]),
-                cmd.payload.count.eq(src["count"]),
-                cmd.payload.stride.eq(src["stride"]),
-                cmd.payload.tag.eq(src_tag),
-            ]
-
-        wsrc = {k: Signal(32, name=f"wsrc_{k}") for k in ("base", "y", "ystride", "goff", "nbytes", "count", "stride")}
-        wsrc_valid = Signal()
-        wsrc_take = Signal()
-        wcmd = wr.cmd
-        with m.If(wcmd.valid & wcmd.ready):
-            m.d.sync += wcmd.valid.eq(0)
-        m.d.comb += wsrc_take.eq(wsrc_valid & (~wcmd.valid | wcmd.ready))
-        with m.If(wsrc_take):
-            m.d.sync += [
-                wcmd.valid.eq(1),
-                wcmd.payload.addr.eq(wsrc["base"] + wsrc["y"] * wsrc["ystride"] + wsrc["goff"]),
-                wcmd.payload.nbytes.eq(wsrc["nbytes"]),
-                wcmd.payload.count.eq(wsrc["count"]),
-                wcmd.payload.stride.eq(wsrc["stride"]),
-            ]
+        # ------------------------------------------------------------ command sources
+        # each source offers (base, y, ystride, goff, nbytes, count, stride[, tag]); the
+        # address addr = base + y * ystride + goff is formed in the registered stage
+        cmd, wcmd = rd.cmd, wr.cmd
+        src, src_valid, src_take = _command_stage(m, cmd, "rsrc")
+        src_tag = src["tag"]
+        wsrc, wsrc_valid, wsrc_take = _command_stage(m, wcmd, "wsrc")
 
         # ------------------------------------------------------------ phase state inside EXEC
         fetch_sent = Signal()

@@ -107,6 +107,23 @@ class _ChunkWalker:
         m.d.comb += lim.eq(Mux(self.start_left < cfg.max_burst_beats, self.start_left, cfg.max_burst_beats))
         m.d.comb += self.burst_len.eq(Mux(to_page < lim, to_page, lim))
 
+    def accept(self, m, cmd, busy, stopped):
+        """Take a command when idle: the walk starts at its first chunk."""
+        m.d.comb += cmd.ready.eq(~busy & ~stopped)
+        with m.If(cmd.valid & cmd.ready):
+            p = cmd.payload
+            m.d.sync += [busy.eq(p.count != 0), self.cur.eq(p.addr), self.left.eq(p.count)]
+            m.d.sync += [self.nbytes.eq(p.nbytes), self.stride.eq(p.stride)]
+
+    def check(self, m, win, busy, stopped, write: bool, addr_bits: int, err, err_addr):
+        """Window check of the chunk about to start; a failure stops the engine with its address.
+        Returns (first, ok): a chunk is about to start, and it may."""
+        ok = window_ok(m, win, self.cur, self.nbytes, write, addr_bits)
+        first = busy & ~self.in_chunk & ~stopped
+        with m.If(first & ~ok):
+            m.d.sync += [err.eq(1), stopped.eq(1), err_addr.eq(self.cur)]
+        return first, ok
+
     def advance(self, m, busy):
         """After a burst was issued: move to the chunk's next burst, or to the next chunk."""
         lg = self.lg
@@ -167,20 +184,15 @@ class DmaReader(wiring.Component):
         busy = Signal()  # a command is being walked
         in_chunk = w.in_chunk  # the chunk's first burst was issued; more follow
         tag = Signal(self.tag_bits)
-        m.d.comb += self.cmd.ready.eq(~busy & ~stopped)
+        w.accept(m, self.cmd, busy, stopped)
         with m.If(self.cmd.valid & self.cmd.ready):
-            p = self.cmd.payload
-            m.d.sync += [busy.eq(p.count != 0), w.cur.eq(p.addr), w.left.eq(p.count), w.nbytes.eq(p.nbytes), w.stride.eq(p.stride)]
-            m.d.sync += tag.eq(p.tag)
-        ok = window_ok(m, self.win, w.cur, w.nbytes, False, cfg.axi_addr_bits)
+            m.d.sync += tag.eq(self.cmd.payload.tag)
+        first, ok = w.check(m, self.win, busy, stopped, False, cfg.axi_addr_bits, err, self.err_addr)
         # beats in flight or buffered, so that every issued burst has room in `raw`
         inflight = Signal(range(depth + 1))
         ar = self.axi_ar
         credit_ok = Signal()
         m.d.comb += credit_ok.eq(inflight + w.burst_len <= depth)
-        first = busy & ~in_chunk & ~stopped
-        with m.If(first & ~ok):
-            m.d.sync += [err.eq(1), stopped.eq(1), self.err_addr.eq(w.cur)]
         # a chunk's first burst goes out in the cycle its checks pass (one chunk per cycle for
         # single-beat chunks); once raised, ARVALID stays up until taken, even after an abort
         hold = Signal()
@@ -313,14 +325,8 @@ class DmaWriter(wiring.Component):
         in_chunk = w.in_chunk
         reserved = Signal(range(depth + 1))  # FIFO beats claimed by chunks whose bursts are issued
         consumed = Signal()
-        m.d.comb += self.cmd.ready.eq(~busy & ~stopped)
-        with m.If(self.cmd.valid & self.cmd.ready):
-            p = self.cmd.payload
-            m.d.sync += [busy.eq(p.count != 0), w.cur.eq(p.addr), w.left.eq(p.count), w.nbytes.eq(p.nbytes), w.stride.eq(p.stride)]
-        ok = window_ok(m, self.win, w.cur, w.nbytes, True, cfg.axi_addr_bits)
-        first = busy & ~in_chunk & ~stopped
-        with m.If(first & ~ok):
-            m.d.sync += [err.eq(1), stopped.eq(1), self.err_addr.eq(w.cur)]
+        w.accept(m, self.cmd, busy, stopped)
+        first, ok = w.check(m, self.win, busy, stopped, True, cfg.axi_addr_bits, err, self.err_addr)
         chunk_beat = Signal(NBYTES_BITS)  # bus beats of the chunk already covered by issued bursts
         start_beat = Mux(in_chunk, chunk_beat, 0)
         have_data = dfifo.level >= reserved + w.n_out  # the whole chunk is in the FIFO, unclaimed

@@ -30,7 +30,7 @@ from amaranth.lib.wiring import In, Out
 
 from ..sw.engine import EngineConfig, MulMap
 from ..sw.intmath import MULT_BITS, SHIFT_MAX
-from .requant import Requant
+from .requant import Requant, unpack_params
 
 __all__ = ["PointwiseArray", "packed_split_bits"]
 
@@ -192,9 +192,7 @@ class PointwiseArray(wiring.Component):
         xbeat = xrp.data
         nib = [[word[4 * (o * L + i) : 4 * (o * L + i) + 4] for i in range(L)] for o in range(L)]
         x = [act9(xbeat[8 * i : 8 * i + 8], self.in_signed) for i in range(L)]
-        pbeats = Cat(*[p.data for p in prp])
-        bias = [pbeats[32 * o : 32 * o + 32].as_signed() for o in range(L)]
-        mult = [pbeats[4 * 8 * L + 16 * o : 4 * 8 * L + 16 * o + 16] for o in range(L)]
+        bias, mult = unpack_params(Cat(*[p.data for p in prp]), L)
 
         # products and per-lane sums: sv (4-bit lanes), cv (8-bit pairs)
         sum_shape = signed(9 + 8 + 4 + max(1, (L - 1).bit_length()) + 1)

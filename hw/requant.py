@@ -19,7 +19,15 @@ from amaranth.lib.wiring import In, Out
 
 from ..sw.intmath import MULT_BITS, SHIFT_MAX
 
-__all__ = ["Requant", "requant_in_layout"]
+__all__ = ["Requant", "requant_in_layout", "unpack_params"]
+
+
+def unpack_params(tile, lanes: int):
+    """A parameter tile (pack_params: L int32 biases, then L uint16 multipliers; 6 beats
+    concatenated, beat 0 lowest) -> (biases, multipliers), one Value per lane."""
+    bias = [tile[32 * k : 32 * k + 32].as_signed() for k in range(lanes)]
+    mult = [tile[32 * lanes + 16 * k : 32 * lanes + 16 * k + 16] for k in range(lanes)]
+    return bias, mult
 
 
 def requant_in_layout(lanes: int) -> data.StructLayout:

@@ -37,7 +37,7 @@ from amaranth.lib.wiring import In, Out
 from ..sw.engine import EngineConfig, MulMap
 from ..sw.intmath import MULT_BITS, SHIFT_MAX
 from .pointwise import act9
-from .requant import Requant
+from .requant import Requant, unpack_params
 
 __all__ = ["WindowUnit", "WinMode", "Req"]
 
@@ -440,7 +440,7 @@ class WindowUnit(wiring.Component):
                 m.d.comb += wv.eq(Mux(self.w8, w8v, w4))
                 row.append(wv)
             wts.append(row)
-        pb = Cat(*praw)
+        biases, multipliers = unpack_params(Cat(*praw), L)
         mul_attr = {"use_dsp": "no"} if cfg.dw_mul == MulMap.LUT else {"use_dsp": "yes"}
         accs = Signal(data.ArrayLayout(signed(32), L))
         mults = Signal(data.ArrayLayout(unsigned(MULT_BITS), L))
@@ -455,8 +455,8 @@ class WindowUnit(wiring.Component):
                 total = total + pr
             with m.If(en):
                 m.d.sync += [
-                    accs[lane].eq(pb[32 * lane : 32 * lane + 32].as_signed() + total),
-                    mults[lane].eq(pb[4 * 8 * L + 16 * lane : 4 * 8 * L + 16 * lane + 16]),
+                    accs[lane].eq(biases[lane] + total),
+                    mults[lane].eq(multipliers[lane]),
                 ]
         with m.If(en):
             m.d.sync += res_valid.eq(v3 & is_mac)
