@@ -57,7 +57,8 @@ def _command_stage(m, port, name):
     ``addr = base + y * ystride + goff``, whenever the DMA's command port is free, and
     `taken` tells the source that its command was registered.
     """
-    fields = {k: Signal(32, name=f"{name}_{k}") for k in ("base", "y", "ystride", "goff", "nbytes", "count", "stride")}
+    fields = {k: Signal(32, name=f"{name}_{k}") for k in ("base", "ystride", "goff", "nbytes", "count", "stride")}
+    fields["y"] = Signal(16, name=f"{name}_y")  # a row index: 16 x 32-bit multiply
     has_tag = "tag" in port.payload.shape().members
     if has_tag:
         fields["tag"] = Signal(port.payload.tag.shape(), name=f"{name}_tag")
@@ -300,8 +301,7 @@ class Controller(wiring.Component):
             m.d.comb += [
                 src_valid.eq(1),
                 src["base"].eq(self.prog_addr),
-                src["y"].eq(index),
-                src["ystride"].eq(E.DESC_BYTES),
+                src["goff"].eq(index * E.DESC_BYTES),
                 src["nbytes"].eq(E.DESC_BYTES),
                 src["count"].eq(1),
                 src_tag.eq(Tag.DESC),
