@@ -71,10 +71,10 @@ class TrainConfig:
     checkpoint_every: int = 100
     calib_batches: int = 8
     augment: bool = True
-    extra: dict[str, Any] = field(default_factory=dict)
+    arch: dict[str, Any] = field(default_factory=dict)  # ArchSpec overrides, e.g. {"input_size": 256}
 
     # fields that must not change when a run is resumed
-    FIXED = ("model", "deform", "data", "train_images", "batch_size", "seed")
+    FIXED = ("model", "deform", "arch", "data", "train_images", "batch_size", "seed")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -178,7 +178,7 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
 
 
 def _empty_model(cfg: TrainConfig, phase: str) -> CoDeNet:
-    model = build_model(cfg.model, cfg.deform)
+    model = build_model(cfg.model, cfg.deform, **cfg.arch)
     if phase == "qat":
         model = quantize(fuse_bn(model.eval()))
     return model
@@ -291,7 +291,7 @@ def train(
         say(f"resuming {last}: phase {st.phase}, epoch {st.epoch}, step {st.step_in_epoch} of the epoch")
     _seed_all(cfg.seed)
 
-    spec_model = build_model(cfg.model, cfg.deform)
+    spec_model = build_model(cfg.model, cfg.deform, **cfg.arch)
     size, num_classes = spec_model.spec.input_size, spec_model.spec.num_classes
     train_base = make_dataset(cfg.data, "train", size=size, num_images=cfg.train_images, seed=cfg.seed)
     val_set = make_dataset(cfg.data, "val", size=size, num_images=cfg.val_images, seed=cfg.seed)

@@ -131,6 +131,7 @@ def bench(model: str, backend: str, frames: int, seed: int, layers: bool, as_jso
     "--deform", type=click.Choice(["square", "bounded", "dw", "full"]), default=None, help="Decoder variant [default: the model's]."
 )
 @click.option("--data", default="synth", show_default=True, help="synth, voc:DIR or coco:DIR.")
+@click.option("--input-size", default=None, type=int, help="Input size, a multiple of 32 [default: the model's].")
 @click.option("--train-images", default=4000, show_default=True, help="Synthetic training images.")
 @click.option("--val-images", default=500, show_default=True, help="Synthetic validation images.")
 @click.option("--epochs", default=30, show_default=True, help="Float pre-training epochs.")
@@ -164,7 +165,8 @@ def train(out_dir: Path, resume: bool, stop_after_steps: int | None, quiet: bool
         torch.set_num_threads(threads)
     if not resume and (out_dir / "last.pt").exists():
         raise click.ClickException(f"{out_dir} already holds a run (last.pt); resume it or choose another --out")
-    cfg = TrainConfig(**opts)
+    input_size = opts.pop("input_size")
+    cfg = TrainConfig(**opts, arch={"input_size": input_size} if input_size else {})
     try:
         summary = run_training(cfg, out_dir, resume=resume, progress=not quiet and not as_json, stop_after_steps=stop_after_steps)
     except (TrainError, ValueError) as e:

@@ -113,3 +113,14 @@ def test_float_only_run_for_the_bilinear_baseline(tmp_path):
     assert s["phase"] == "done" and "qat_ap50" not in s and "float_ap50" in s
     model = model_from_checkpoint(tmp_path / "final.pt")
     assert model.mode == "float" and model.deform == "full"
+
+
+def test_arch_overrides_reach_the_model_and_the_checkpoint(tmp_path):
+    """`--input-size` (any multiple of 32) trains, checkpoints and reloads at that size."""
+    torch.set_num_threads(1)
+    s = train(small(arch={"input_size": 64}, epochs=1, qat_epochs=0), tmp_path, progress=False)
+    assert s["phase"] == "done"
+    model = model_from_checkpoint(tmp_path / "final.pt")
+    assert model.spec.input_size == 64
+    with pytest.raises(TrainError, match="arch"):
+        train(small(arch={"input_size": 96}, epochs=1, qat_epochs=0), tmp_path, progress=False)
