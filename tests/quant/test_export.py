@@ -63,6 +63,8 @@ def qat_model(kind: str, seed: int = 0) -> CoDeNet:
             m.weight.data = 0.5 + torch.rand(m.weight.shape, generator=g)
             m.bias.data = 0.1 + 0.2 * torch.randn(m.bias.shape, generator=g)
             m.momentum = None
+    for head in model.head.values():  # trained heads have spread weights; the fresh init (std 0.001) gives flat outputs
+        torch.nn.init.kaiming_normal_(head.out.conv.weight, generator=g)
     if kind != "dw":
         for dec in model.decoders:  # predict varied dilations / offsets, not the d = 1 of a fresh model
             dec.offset.conv.weight.data = 0.05 * torch.randn(dec.offset.conv.weight.shape, generator=g)

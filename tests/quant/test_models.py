@@ -56,6 +56,8 @@ def with_bn_statistics(model: CoDeNet, x: torch.Tensor, seed: int = 0) -> CoDeNe
             m.bias.data = 0.1 + 0.2 * torch.randn(m.bias.shape, generator=g, dtype=m.bias.dtype)
             m.reset_running_stats()
             m.momentum = None  # exact averages: eval-mode activations stay normalised, none dies
+    for head in model.head.values():  # trained heads have spread weights; the fresh init (std 0.001) gives flat outputs
+        torch.nn.init.kaiming_normal_(head.out.conv.weight, generator=g)
     model.train()
     with torch.no_grad():
         for _ in range(3):
