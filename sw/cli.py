@@ -18,9 +18,14 @@ from . import __version__
 
 def _console(json_mode: bool):
     """Human output goes to stderr when stdout is reserved for one JSON object."""
+    import os
+    import sys
+
     from rich.console import Console
 
-    return Console(stderr=json_mode, highlight=False)
+    stream = sys.stderr if json_mode else sys.stdout
+    wide = None if stream.isatty() or "COLUMNS" in os.environ else 120  # logs and pipes: room for the tables
+    return Console(stderr=json_mode, highlight=False, width=wide)
 
 
 def _emit_json(obj: dict) -> None:
@@ -34,6 +39,103 @@ def _load_model(model: str, seed: int):
     if model.endswith(".cnir") or Path(model).exists():
         return ir.load(model)
     return zoo.build(model, seed=seed)
+
+
+def _engine_config(engine: str):
+    """An engine preset name or a configuration .json file."""
+    from .engine import PRESETS, EngineConfig, EngineConfigError
+
+    try:
+        return PRESETS[engine] if engine in PRESETS else EngineConfig.from_json(Path(engine).read_text())
+    except (EngineConfigError, OSError) as e:
+        raise click.ClickException(f"--engine {engine}: {e}") from None
+
+
+def _load_cnir(path: Path):
+    from .ir import CnirError, load
+
+    try:
+        return load(path)
+    except CnirError as e:
+        raise click.ClickException(str(e)) from None
+
+
+def _compile(graph, cfg, what: str):
+    """Compile for an engine; a graph that does not fit is an error naming the file and the layer."""
+    from .compiler import CompileError, compile_graph
+
+    try:
+        return compile_graph(graph, cfg)
+    except CompileError as e:
+        raise click.ClickException(f"{what} does not fit engine {cfg.name!r}: {e}") from None
+
+
+#: Presets from the smallest engine up: --engine auto takes the first one a graph fits.
+_AUTO_ORDER = ("tiny", "ulx3s", "ultra96")
+
+
+def _pick_engine(graph, engine: str, what: str):
+    """(EngineConfig, Program, refusals): the named engine, or with "auto" the smallest preset the graph fits
+    (refusals: [(preset, reason)] for the smaller ones)."""
+    from .compiler import CompileError, compile_graph
+    from .engine import PRESETS
+
+    if engine != "auto":
+        cfg = _engine_config(engine)
+        return cfg, _compile(graph, cfg, what), []
+    refused = []
+    for name in _AUTO_ORDER:
+        try:
+            return PRESETS[name], compile_graph(graph, PRESETS[name]), refused
+        except CompileError as e:
+            refused.append((name, str(e)))
+    raise click.ClickException(f"{what} fits no engine preset: " + "; ".join(f"{n}: {r}" for n, r in refused))
+
+
+def _dram_model(cfg, dram: str | None):
+    """(name, DramTiming, description) of the DRAM model for an engine: --dram, else the preset's board."""
+    from codenet.sim.rtl_backend import BOARD_DRAM, board_for, board_timing
+
+    name = dram or board_for(cfg)
+    about = BOARD_DRAM[name].about if name in BOARD_DRAM else "an ideal memory"
+    if name in BOARD_DRAM and not dram and cfg.name not in ("ultra96", "ulx3s"):
+        about += f" (engine {cfg.name!r} has no board of its own: modelled with this one at its {cfg.clock_mhz} MHz)"
+    return name, board_timing(name, cfg.clock_mhz), about
+
+
+def _open_device(backend: str, cfg, *, dram: str | None = None, bitfile: str | None = None):
+    """A device of the named backend for an engine configuration (errors as ClickException)."""
+    from .driver import BackendUnavailable, DeviceError, open_device
+
+    try:
+        if backend == "fsim":
+            return open_device("fsim", config=cfg)
+        if backend == "rtl":
+            return open_device("rtl", config=cfg, dram=_dram_model(cfg, dram)[0])
+        if backend == "pynq":
+            if not bitfile:
+                raise click.ClickException("--backend pynq needs --bitfile (the engine's bitstream, on the board)")
+            return open_device("pynq", bitfile=bitfile)
+    except BackendUnavailable as e:
+        raise click.ClickException(str(e)) from None
+    except DeviceError as e:
+        raise click.ClickException(f"backend {backend}: {e}") from None
+    raise click.ClickException(f"unknown backend {backend!r}")
+
+
+def _check_bit_exact(got: dict, want: dict, what: str) -> None:
+    """Every output tensor identical to golden's, or a ClickException naming the first that is not."""
+    import numpy as np
+
+    for name, w in want.items():
+        g = got[name]
+        if g.dtype != w.dtype or g.shape != w.shape or not np.array_equal(g, w):
+            bad = int(np.count_nonzero(g != w)) if g.shape == w.shape else -1
+            raise click.ClickException(f"{what}: output {name!r} differs from the golden executor ({bad} of {w.size} values)")
+
+
+def _wall(seconds: float) -> str:
+    return f"{seconds:.1f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -86,15 +188,120 @@ def _bench_golden(graph, frames: int, seed: int) -> dict:
     }
 
 
+def _bench_device(graph, backend: str, engine: str, dram: str | None, frames: int, seed: int, per_layer: bool, what: str) -> dict:
+    """A frame on fsim (estimate) or rtl (measured): per-layer table, totals, FPS, assumptions."""
+    import numpy as np
+
+    from codenet.sim import perf
+
+    cfg = _engine_config(engine)
+    prog = _compile(graph, cfg, what)
+    dram_name, timing, about = _dram_model(cfg, dram)
+    (name,) = graph.inputs
+    t = graph.tensors[name]
+    rng = np.random.default_rng(seed)
+    x = rng.integers(0, 256, size=(frames, *t.shape)).astype(t.dtype)
+    start = time.perf_counter()
+    dev = _open_device(backend, cfg, dram=dram_name)
+    setup = time.perf_counter() - start
+    from .driver import DeviceError
+
+    try:
+        frame, _ = perf.profile(
+            dev, prog, x[:1], backend=backend, dram=dram_name, timing=timing, about=about, per_layer=per_layer, frames=x[1:]
+        )
+    except DeviceError as e:
+        raise click.ClickException(f"{what} on {backend}: {e}") from None
+    finally:
+        dev.close()
+    report = {
+        "model": graph.name,
+        "backend": backend,
+        "engine": cfg.name,
+        "clock_mhz": cfg.clock_mhz,
+        "dram": dram_name,
+        "dram_bytes_per_cycle": None if not np.isfinite(timing.bytes_per_cycle) else timing.bytes_per_cycle,
+        "frames": frames,
+        "cycles_per_frame": frame.cycles_per_frame,
+        "fps": frame.fps,
+        "measured": frame.measured,
+        "macs_per_frame": sum(graph.macs().values()),
+        "dram_bytes_per_frame": frame.counters["BYTES_RD"] + frame.counters["BYTES_WR"],
+        "descriptors": prog.prog_len,
+        "counters": frame.counters,
+        "host_seconds": round(time.perf_counter() - start, 2),
+        "setup_seconds": round(setup, 2),
+        "assumptions": frame.assumptions,
+        "layers": [lay for lay in frame.to_dict()["layers"]],
+    }
+    if backend == "rtl":
+        report["sim_cycles_per_second"] = round(getattr(dev, "cycles_per_second", 0.0))
+    return report
+
+
+_SHORT_OP = {
+    "CONV1X1": "1x1",
+    "CONV3X3": "stem3x3",
+    "DWCONV3X3": "dw3x3",
+    "DEFORM_SQUARE": "deform",
+    "DEFORM_OFFSETS": "offsets",
+    "MAXPOOL3X3": "maxpool",
+    "UPSAMPLE2X": "up2x",
+    "COPY": "copy",
+}
+
+
+def _print_bench_device(con, report: dict) -> None:
+    from rich.table import Table
+
+    m = "measured" if report["measured"] else "estimated"
+    if report["layers"]:
+        table = Table(title=f"{report['model']} on {report['backend']}, engine {report['engine']}, DRAM {report['dram']}: per layer ({m})")
+        table.add_column("layer", no_wrap=True, min_width=12)
+        table.add_column("engine ops")
+        for col in ("cycles", "MACs", "MAC util", "DRAM bytes"):
+            table.add_column(col, justify="right", no_wrap=True)
+        table.add_column("bound", no_wrap=True)
+        for row in report["layers"]:
+            ops = " ".join(_SHORT_OP.get(k, k) + (f"x{v}" if v > 1 else "") for k, v in row["engine_ops"].items()) or "(addressing)"
+            util = "-" if row["mac_util"] is None else f"{100 * row['mac_util']:.1f} %"
+            table.add_row(row["name"], ops, f"{row['cycles']:,}", f"{row['macs']:,}", util, f"{row['dram_bytes']:,}", row["bound"])
+        con.print(table)
+    summary = Table(title=f"{report['model']} on {report['backend']} ({m})", show_header=False)
+    summary.add_row("engine", f"{report['engine']} at {report['clock_mhz']} MHz, {report['descriptors']} descriptors")
+    summary.add_row("cycles per frame", f"{report['cycles_per_frame']:,}")
+    summary.add_row("FPS at the board clock", f"{report['fps']:.1f}")
+    summary.add_row("MACs per frame", f"{report['macs_per_frame']:,}")
+    summary.add_row("DRAM bytes per frame", f"{report['dram_bytes_per_frame']:,}")
+    if "sim_cycles_per_second" in report:
+        summary.add_row("simulation speed", f"{report['sim_cycles_per_second']:,} cycles/s")
+    con.print(summary)
+    con.print("[bold]Assumptions[/bold]")
+    for a in report["assumptions"]:
+        con.print(f"  - {a}")
+
+
 @main.command()
 @click.option("--model", "model", default="codenet-1x-b", show_default=True, help="A .cnir file or a zoo name (random weights).")
-@click.option("--backend", type=click.Choice(["golden"]), default="golden", show_default=True, help="Executor to measure.")
-@click.option("--frames", default=3, show_default=True, type=click.IntRange(1, 1000))
+@click.option(
+    "--backend",
+    type=click.Choice(["golden", "fsim", "rtl"]),
+    default="golden",
+    show_default=True,
+    help="golden: host time of the numpy executor; fsim: the engine's cycles, estimated; rtl: measured on the Verilated engine.",
+)
+@click.option("--engine", default="ultra96", show_default=True, help="fsim/rtl: engine preset (tiny, ulx3s, ultra96) or config .json.")
+@click.option(
+    "--dram", type=click.Choice(["ideal", "ultra96", "ulx3s"]), default=None, help="fsim/rtl: DRAM model [default: the engine's board]."
+)
+@click.option("--frames", default=None, type=click.IntRange(1, 1000), help="Frames to run [default: 3 golden, 1 fsim/rtl].")
 @click.option("--seed", default=0, show_default=True, help="Seed for random weights and the input frame.")
-@click.option("--layers/--no-layers", default=False, help="Print the per-layer table.")
+@click.option("--layers/--no-layers", default=None, help="Per-layer table [default: on for fsim/rtl, off for golden].")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
-def bench(model: str, backend: str, frames: int, seed: int, layers: bool, as_json: bool) -> None:
-    """Measure a model on an executor: time, MACs, parameters, per-layer breakdown."""
+def bench(
+    model: str, backend: str, engine: str, dram: str | None, frames: int | None, seed: int, layers: bool | None, as_json: bool
+) -> None:
+    """Measure a model: host time (golden), or engine cycles, MAC utilisation, DRAM traffic and FPS (fsim, rtl)."""
     from rich.table import Table
 
     from .ir import CnirError
@@ -104,6 +311,14 @@ def bench(model: str, backend: str, frames: int, seed: int, layers: bool, as_jso
         graph = _load_model(model, seed)
     except (CnirError, ValueError) as e:
         raise click.ClickException(str(e)) from None
+    if backend != "golden":
+        report = _bench_device(graph, backend, engine, dram, frames or 1, seed, layers is not False, model)
+        if as_json:
+            _emit_json(report)
+        else:
+            _print_bench_device(con, report)
+        return
+    frames = frames or 3
     report = _bench_golden(graph, frames, seed)
     if as_json:
         _emit_json(report)
@@ -252,26 +467,43 @@ def export(checkpoint: Path, out_path: Path, qonnx_path: Path | None, name: str 
 
 @main.command("eval")
 @click.argument("model_path", metavar="MODEL", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--backend", type=click.Choice(["torch", "golden"]), default=None, help="[default: torch for .pt, golden for .cnir]")
+@click.option(
+    "--backend",
+    type=click.Choice(["torch", "golden", "fsim", "rtl"]),
+    default=None,
+    help="torch for checkpoints; golden, fsim or rtl (the engine, through the driver) for .cnir [default: torch / golden].",
+)
+@click.option(
+    "--engine", default="auto", show_default=True, help="fsim/rtl: engine preset or config .json; auto: the smallest preset it fits."
+)
+@click.option(
+    "--dram", type=click.Choice(["ideal", "ultra96", "ulx3s"]), default=None, help="rtl: DRAM model [default: the engine's board]."
+)
 @click.option("--data", default=None, help="synth, voc:DIR or coco:DIR [default: the checkpoint's data, or synth].")
 @click.option("--images", default=500, show_default=True, help="Validation images (synthetic data).")
 @click.option("--seed", default=None, type=int, help="Data seed [default: the checkpoint's].")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
-def eval_cmd(model_path: Path, backend: str | None, data: str | None, images: int, seed: int | None, as_json: bool) -> None:
-    """AP50 and COCO mAP of a checkpoint (torch) or a .cnir (golden executor)."""
+def eval_cmd(
+    model_path: Path, backend: str | None, engine: str, dram: str | None, data: str | None, images: int, seed: int | None, as_json: bool
+) -> None:
+    """AP50 and COCO mAP of a checkpoint (torch) or a .cnir (golden executor, or the engine on fsim / rtl)."""
     from codenet.quant.evaluate import evaluate_detections
     from codenet.quant.infer import predict_graph, predict_model
     from codenet.quant.train import TrainConfig, TrainError, load_checkpoint, model_from_checkpoint
 
-    from . import ir
+    from .driver import DeviceError
 
     is_graph = model_path.suffix == ".cnir"
     backend = backend or ("golden" if is_graph else "torch")
-    if is_graph != (backend == "golden"):
-        raise click.ClickException(f"backend {backend} cannot run {model_path.name}: use golden for .cnir and torch for checkpoints")
+    if is_graph == (backend == "torch"):
+        raise click.ClickException(
+            f"backend {backend} cannot run {model_path.name}: use torch for checkpoints and golden, fsim or rtl for .cnir"
+        )
+    rt = None
+    extra: dict = {}
     try:
         if is_graph:
-            graph = ir.load(model_path)
+            graph = _load_cnir(model_path)
             size, classes = int(graph.metadata["input_size"][0]), graph.metadata["classes"]
             data, seed = data or "synth", 0 if seed is None else seed
         else:
@@ -281,16 +513,31 @@ def eval_cmd(model_path: Path, backend: str | None, data: str | None, images: in
             size, classes = model.spec.input_size, ckpt["classes"]
             data, seed = data or cfg.data, cfg.seed if seed is None else seed
         val = _eval_dataset(data, size, images, seed)
-        if is_graph:
+        if is_graph and backend in ("fsim", "rtl"):
+            from .runtime import Runtime
+
+            ecfg, prog, _ = _pick_engine(graph, engine, str(model_path))
+            rt = Runtime(_open_device(backend, ecfg, dram=dram), prog, timeout_s=3600)
+            gts, dets = predict_graph(graph, val, limit=images, run=lambda _g, x: rt.run(x))
+            cycles = [c["CYCLES"] for c in rt.counters]
+            extra = {"engine": ecfg.name, "cycles_per_frame_mean": sum(cycles) / len(cycles) if cycles else None}
+        elif is_graph:
             gts, dets = predict_graph(graph, val, limit=images)
         else:
             gts, dets = predict_model(model, val, limit=images)
         result = evaluate_detections(gts, dets, classes)
+    except DeviceError as e:
+        raise click.ClickException(f"{model_path} on {backend}: {e}") from None
     except (TrainError, ValueError) as e:
         raise click.ClickException(str(e)) from None
+    finally:
+        if rt is not None:
+            rt.close()
+            rt.device.close()
     report = {
         "model": str(model_path),
         "backend": backend,
+        **extra,
         "data": data,
         "images": len(gts),
         "ap50": result["ap50"],
@@ -303,80 +550,479 @@ def eval_cmd(model_path: Path, backend: str | None, data: str | None, images: in
         _emit_json(report)
         return
     con = _console(False)
-    con.print(f"{model_path} on {backend}, {data} ({len(gts)} images): AP50 {result['ap50']:.4f}, mAP {result['map']:.4f}")
+    where = f"{backend} (engine {extra['engine']})" if "engine" in extra else backend
+    con.print(f"{model_path} on {where}, {data} ({len(gts)} images): AP50 {result['ap50']:.4f}, mAP {result['map']:.4f}")
     for k, v in result["per_class_ap50"].items():
         con.print(f"  {k:12s} {v:.4f}")
 
 
+def _model_images(graph, image_paths: tuple[Path, ...], synthetic: int | None, seed: int) -> list[dict]:
+    """The images to run, at the model's input size (letterboxed), with what maps boxes back to the originals."""
+    import numpy as np
+
+    name = graph.inputs[0]
+    h, w, c = graph.tensors[name].shape
+    if c != 3 or graph.tensors[name].dtype != "uint8":
+        raise click.ClickException(f"the graph's input {name!r} is {graph.tensors[name].dtype} {h}x{w}x{c}, not an RGB uint8 image")
+    items = []
+    if synthetic:
+        from codenet.quant.data.synthetic import SyntheticDetection
+
+        if h != w:
+            raise click.ClickException(f"--synthetic makes square images; the graph's input is {h}x{w}")
+        ds = SyntheticDetection("val", size=h, num_images=synthetic, seed=seed)
+        for i in range(synthetic):
+            s = ds[i]
+            items.append(
+                {"source": f"synthetic val image {i} (seed {seed})", "stem": f"synthetic-{i:03d}", "image": s["image"],
+                 "original": s["image"], "scale": 1.0, "offset": (0.0, 0.0), "gt": {"boxes": s["boxes"], "labels": s["labels"]}}
+            )  # fmt: skip
+        return items
+    from codenet.quant.data import DatasetError, read_image
+    from codenet.quant.data.transforms import Resize
+
+    resize = Resize((h, w))
+    for k, p in enumerate(image_paths):
+        try:
+            img = read_image(p)
+        except (DatasetError, ImportError) as e:
+            raise click.ClickException(f"{p}: {e}") from None
+        out = resize({"image": img, "boxes": np.zeros((0, 4), np.float32), "labels": np.zeros(0, np.int64)}, None)
+        items.append(
+            {"source": str(p), "stem": f"{k:03d}-{Path(p).stem}", "image": out["image"], "original": img,
+             "scale": float(out["scale"]), "offset": (float(out["offset"][0]), float(out["offset"][1])), "gt": None}
+        )  # fmt: skip
+    return items
+
+
+def _detections(graph, outs: dict, items: list[dict], score_threshold: float) -> list[list[dict]]:
+    """Decode the heads (codenet.sw.decode) and map boxes back to each original image."""
+    from .decode import decode_graph_outputs
+
+    classes = list(graph.metadata.get("classes") or [])
+    result = []
+    for d, it in zip(decode_graph_outputs(outs, graph, score_threshold=score_threshold), items):
+        boxes = d.boxes.astype(float).copy()
+        boxes[:, [0, 2]] = (boxes[:, [0, 2]] + it["offset"][0]) / it["scale"]
+        boxes[:, [1, 3]] = (boxes[:, [1, 3]] + it["offset"][1]) / it["scale"]
+        hh, ww = it["original"].shape[:2]
+        boxes[:, [0, 2]] = boxes[:, [0, 2]].clip(0, ww)
+        boxes[:, [1, 3]] = boxes[:, [1, 3]].clip(0, hh)
+        result.append(
+            [
+                {
+                    "class": classes[int(lab)] if int(lab) < len(classes) else str(int(lab)),
+                    "label": int(lab),
+                    "score": round(float(sc), 4),
+                    "box": [round(float(v), 2) for v in b],
+                }
+                for b, sc, lab in zip(boxes, d.scores, d.labels)
+            ]
+        )
+    return result
+
+
+_PALETTE = [(230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48), (145, 30, 180), (70, 240, 240), (240, 50, 230)]
+
+
+def _annotate(image, dets: list[dict], path: Path, gt: list[dict] | None = None) -> Path:
+    """Write `image` with the detections (boxes + class names and scores; ground truth dashed-grey if given) as PNG."""
+    try:
+        from PIL import Image, ImageDraw, ImageFont
+    except ImportError:
+        raise click.ClickException("annotated PNGs need Pillow: pip install pillow (part of the 'quant' extra)") from None
+    h, w = image.shape[:2]
+    k = max(1, -(-384 // min(h, w)))  # small model inputs are enlarged so that labels stay readable
+    im = Image.fromarray(image).convert("RGB").resize((w * k, h * k), Image.NEAREST)
+    draw = ImageDraw.Draw(im)
+    try:
+        font = ImageFont.load_default(size=12 if k == 1 else 14)
+    except TypeError:  # Pillow without FreeType: the fixed bitmap font
+        font = ImageFont.load_default()
+    for g in gt or []:
+        x0, y0, x1, y1 = (v * k for v in g["box"])
+        draw.rectangle([x0, y0, x1, y1], outline=(200, 200, 200), width=1)
+    for d in reversed(dets):  # boxes: best last, on top
+        x0, y0, x1, y1 = (v * k for v in d["box"])
+        draw.rectangle([x0, y0, x1, y1], outline=_PALETTE[d["label"] % len(_PALETTE)], width=2)
+    placed: list[tuple[float, float, float, float]] = []
+    for d in dets:  # labels: best first, each moved down until it covers no earlier one
+        color = _PALETTE[d["label"] % len(_PALETTE)]
+        x0, y0 = d["box"][0] * k, d["box"][1] * k
+        text = f"{d['class']} {d['score']:.2f}"
+        tb = draw.textbbox((0, 0), text, font=font)
+        tw, th = tb[2] - tb[0] + 4, tb[3] - tb[1] + 4
+        ty = y0 - th if y0 - th >= 0 else y0
+        while any(x0 < r[2] and r[0] < x0 + tw and ty < r[3] and r[1] < ty + th for r in placed) and ty < h * k:
+            ty += th
+        placed.append((x0, ty, x0 + tw, ty + th))
+        draw.rectangle([x0, ty, x0 + tw, ty + th], fill=color)
+        draw.text((x0 + 2 - tb[0], ty + 2 - tb[1]), text, fill=(0, 0, 0) if sum(color) > 380 else (255, 255, 255), font=font)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    im.save(path)
+    return path
+
+
+def _run_on_device(graph, prog, backend: str, cfg, images, *, dram: str | None, bitfile: str | None, what: str):
+    """(outputs, per-image counters, device description) of a batch on a backend, via the Runtime."""
+    from .driver import DeviceError
+    from .runtime import Runtime
+
+    dev = _open_device(backend, cfg, dram=dram, bitfile=bitfile)
+    try:
+        with Runtime(dev, prog, timeout_s=3600) as rt:
+            outs = rt.run(images)
+            counters = list(rt.counters)
+    except DeviceError as e:
+        raise click.ClickException(f"{what} on {backend}: {e}") from None
+    finally:
+        dev.close()
+    info = {"backend": backend, "engine": cfg.name}
+    if backend == "rtl":
+        info.update(dram=dev.dram_name, sim_cycles_per_second=round(dev.cycles_per_second), startup_seconds=round(dev.startup_seconds, 2))
+    return outs, counters, info
+
+
+@main.command()
+@click.argument("model_path", metavar="MODEL", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--backend", type=click.Choice(["fsim", "rtl", "pynq"]), default="fsim", show_default=True, help="Device backend.")
+@click.option(
+    "--engine", default="auto", show_default=True, help="Engine preset or config .json; auto: the smallest preset the model fits."
+)
+@click.option("--image", "image_paths", multiple=True, type=click.Path(dir_okay=False, exists=True, path_type=Path), help="An image file.")
+@click.option("--synthetic", type=click.IntRange(1, 1000), default=None, help="N synthetic validation images instead of --image.")
+@click.option("-o", "--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path), help="Where detections go.")
+@click.option(
+    "--dram", type=click.Choice(["ideal", "ultra96", "ulx3s"]), default=None, help="rtl: DRAM model [default: the engine's board]."
+)
+@click.option("--bitfile", default=None, help="pynq: the bitstream to load.")
+@click.option("--score-threshold", default=0.3, show_default=True, type=click.FloatRange(0, 1), help="Detections kept and drawn.")
+@click.option("--check/--no-check", default=True, show_default=True, help="Compare every output tensor with the golden executor.")
+@click.option("--seed", default=0, show_default=True, help="Seed of the synthetic images.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
+def run(
+    model_path: Path,
+    backend: str,
+    engine: str,
+    image_paths: tuple[Path, ...],
+    synthetic: int | None,
+    out_dir: Path,
+    dram: str | None,
+    bitfile: str | None,
+    score_threshold: float,
+    check: bool,
+    seed: int,
+    as_json: bool,
+) -> None:
+    """Run a detector (.cnir) on a device backend: detections as JSON and annotated PNGs in OUT."""
+    import numpy as np
+
+    from . import golden
+
+    if bool(image_paths) == bool(synthetic):
+        raise click.ClickException("give --image PATH (one or more) or --synthetic N")
+    con = _console(as_json)
+    start = time.perf_counter()
+    graph = _load_cnir(model_path)
+    for key in ("heads", "classes"):
+        if key not in graph.metadata:
+            raise click.ClickException(f"{model_path}: the graph's metadata has no {key!r}: not a detector this command can decode")
+    cfg, prog, _ = _pick_engine(graph, engine, str(model_path))
+    items = _model_images(graph, image_paths, synthetic, seed)
+    batch = np.stack([it["image"] for it in items])
+    if backend == "rtl" and not as_json:
+        con.print("[dim]rtl: the engine's Verilog and its Verilator build are cached; a first build takes a minute or two[/dim]")
+    outs, counters, info = _run_on_device(graph, prog, backend, cfg, batch, dram=dram, bitfile=bitfile, what=str(model_path))
+    bit_exact = None
+    if check:
+        _check_bit_exact(outs, golden.run(graph, batch), f"{model_path} on {backend}")
+        bit_exact = True
+    dets = _detections(graph, outs, items, score_threshold)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    records = []
+    for it, d, c in zip(items, dets, counters):
+        gt = None
+        if it["gt"] is not None:
+            classes = graph.metadata["classes"]
+            gt = [
+                {"class": classes[int(lab)], "label": int(lab), "box": [round(float(v), 2) for v in b]}
+                for b, lab in zip(it["gt"]["boxes"], it["gt"]["labels"])
+            ]
+        png = _annotate(it["original"], d, out_dir / f"{it['stem']}.png", gt)
+        rec = {"source": it["source"], "png": str(png), "detections": d, "engine_cycles": int(c["CYCLES"])}
+        if gt is not None:
+            rec["ground_truth"] = gt
+        records.append(rec)
+    cycles = [r["engine_cycles"] for r in records]
+    report = {
+        "model": str(model_path),
+        **info,
+        "clock_mhz": cfg.clock_mhz,
+        "images": len(records),
+        "bit_exact_vs_golden": bit_exact,
+        "score_threshold": score_threshold,
+        "cycles_note": "measured (engine CYCLES counter)" if backend != "fsim" else "fsim's estimate, DRAM keeping up",
+        "fps_at_engine_clock": cfg.clock_mhz * 1e6 / (sum(cycles) / len(cycles)) if cycles and min(cycles) > 0 else None,
+        "results": records,
+        "seconds": round(time.perf_counter() - start, 2),
+    }
+    det_path = out_dir / "detections.json"
+    det_path.write_text(json.dumps(report, indent=2) + "\n")
+    report["detections_json"] = str(det_path)
+    if as_json:
+        _emit_json(report)
+        return
+    con.print(
+        f"{model_path} on {backend} (engine {cfg.name}): {len(records)} image(s), "
+        + ("bit-exact with golden" if bit_exact else "not checked against golden")
+    )
+    for r in records:
+        top = ", ".join(f"{d['class']} {d['score']:.2f}" for d in r["detections"][:6]) or "nothing above the threshold"
+        more = f" (+{len(r['detections']) - 6} more)" if len(r["detections"]) > 6 else ""
+        con.print(f"  {r['source']}: {top}{more}; {r['engine_cycles']:,} engine cycles")
+    con.print(f"wrote {det_path} and {len(records)} annotated PNG(s) in {out_dir}")
+
+
+#: The shipped detector: a QAT checkpoint and its .cnir beside it.
+SHIPPED_CHECKPOINT = Path(__file__).resolve().parents[1] / "models" / "codenet-tiny-square" / "final.pt"
+#: What `make demo` should finish in on a fresh 2-core machine (after installation).
+DEMO_BUDGET_S = 600
+
+
+def _same_graph(a, b) -> bool:
+    import numpy as np
+
+    if [(n.name, n.op, n.attrs) for n in a.nodes] != [(n.name, n.op, n.attrs) for n in b.nodes]:
+        return False
+    return all(
+        set(x.arrays) == set(y.arrays) and all(np.array_equal(x.arrays[k], y.arrays[k]) for k in x.arrays) for x, y in zip(a.nodes, b.nodes)
+    )
+
+
+def _demo_model(checkpoint: Path, out_dir: Path, seed: int, con) -> tuple:
+    """(graph written and reloaded, its path, model record): export the checkpoint, else fall back, saying so."""
+    from . import ir, zoo
+
+    rec: dict = {"checkpoint": str(checkpoint)}
+    if checkpoint.is_file():
+        shipped = checkpoint.parent / "model.cnir"
+        path = out_dir / "model.cnir"
+        try:
+            import torch
+
+            from codenet.quant.export import ExportError, export_cnir
+            from codenet.quant.train import TrainConfig, TrainError, load_checkpoint, model_from_checkpoint
+        except ImportError as e:
+            if not shipped.is_file():
+                raise click.ClickException(f"cannot export {checkpoint} ({e}) and there is no model.cnir beside it") from None
+            con.print(f"[yellow]![/] cannot export {checkpoint} here ({e}): using the model.cnir shipped beside it")
+            path.write_bytes(shipped.read_bytes())
+            rec.update(source="shipped .cnir (not re-exported)", trained=True)
+        else:
+            t = time.perf_counter()
+            torch.set_num_threads(1)
+            try:
+                ckpt = load_checkpoint(checkpoint)
+                model = model_from_checkpoint(ckpt)
+                name = TrainConfig.from_dict(ckpt["config"]).model
+                export_cnir(model, None, path, ckpt["classes"], name=name, weights=f"{checkpoint.name}: {ckpt['command']}")
+            except (ExportError, TrainError, ValueError) as e:
+                raise click.ClickException(f"{checkpoint}: {e}") from None
+            rec.update(source="exported from the checkpoint", trained=True, export_seconds=round(time.perf_counter() - t, 1))
+            if shipped.is_file():
+                rec["identical_to_shipped_cnir"] = _same_graph(ir.load(path), ir.load(shipped))
+        graph = ir.load(path)
+    else:
+        con.print(
+            f"[bold yellow]! no checkpoint at {checkpoint}[/]: falling back to a freshly built zoo codenet-tiny with RANDOM weights. "
+            "Everything below runs for real, but its 'detections' come from untrained weights and mean nothing."
+        )
+        graph = zoo.build("codenet-tiny", seed=seed)
+        path = ir.save(graph, out_dir / "codenet-tiny-random.cnir")
+        rec.update(source="zoo codenet-tiny, random weights (no checkpoint)", trained=False)
+    loaded = ir.load(path)  # validated on load: the .cnir contract
+    rec.update(path=str(path), name=loaded.name, nodes=len(loaded.nodes), params=loaded.param_count(), bytes=path.stat().st_size)
+    return graph, loaded, path, rec
+
+
 @main.command()
 @click.option("-o", "--out", "out_dir", default="build/demo", show_default=True, type=click.Path(file_okay=False, path_type=Path))
-@click.option("--seed", default=0, show_default=True)
+@click.option("--images", default=4, show_default=True, type=click.IntRange(1, 64), help="Synthetic validation images to run.")
+@click.option("--seed", default=0, show_default=True, help="Seed of the synthetic images (and of random weights in the fallback).")
+@click.option(
+    "--backend",
+    type=click.Choice(["rtl", "fsim"]),
+    default="rtl",
+    show_default=True,
+    help="rtl: the Verilated engine; fsim: the numpy model.",
+)
+@click.option(
+    "--checkpoint", default=None, type=click.Path(dir_okay=False, path_type=Path), help="QAT checkpoint [default: the shipped one]."
+)
+@click.option(
+    "--engine", default="auto", show_default=True, help="Engine preset or config .json; auto: the smallest preset the model fits."
+)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
-def demo(out_dir: Path, seed: int, as_json: bool) -> None:
-    """Run every part of the flow that exists today, on built-in defaults."""
+def demo(out_dir: Path, images: int, seed: int, backend: str, checkpoint: Path | None, engine: str, as_json: bool) -> None:
+    """The whole flow on built-in defaults: shipped checkpoint -> .cnir -> engine -> RTL simulation -> detections."""
     import numpy as np
     from rich.table import Table
 
-    from . import golden, ir, zoo
+    from . import golden
 
+    start = time.perf_counter()
     con = _console(as_json)
     out_dir.mkdir(parents=True, exist_ok=True)
     result: dict = {"steps": []}
-
     con.rule("[bold]codenet demo")
-    # 1. integer graph: build, write, reload (the .cnir contract)
-    graph = zoo.build("codenet-tiny", seed=seed)
-    path = ir.save(graph, out_dir / "codenet-tiny-random.cnir")
-    loaded = ir.load(path)
+
+    # 1. the model: export the shipped QAT checkpoint to the integer graph (.cnir), reload it
+    graph, loaded, path, rec = _demo_model(checkpoint or SHIPPED_CHECKPOINT, out_dir, seed, con)
+    same = rec.get("identical_to_shipped_cnir")
     con.print(
-        f"[green]1[/] integer graph: {len(loaded.nodes)} nodes, {loaded.param_count():,} parameters, "
-        f"written and re-validated at {path} ({path.stat().st_size:,} bytes)"
+        f"[green]1[/] model: {rec['source']} -> {path} ({rec['nodes']} nodes, {rec['params']:,} parameters, {rec['bytes']:,} bytes)"
+        + ("" if same is None else f"; {'identical to' if same else '[red]DIFFERENT from[/]'} the shipped model.cnir")
     )
-    result["steps"].append({"step": "cnir", "path": str(path), "nodes": len(loaded.nodes), "bytes": path.stat().st_size})
+    result["model"] = rec
+    result["steps"].append({"step": "cnir", "path": str(path), "nodes": rec["nodes"], "bytes": rec["bytes"]})
 
-    # 2. golden executor on a batch of images; the two copies of the graph must agree
-    rng = np.random.default_rng(seed)
-    h, w, c = loaded.tensors["image"].shape
-    images = rng.integers(0, 256, size=(4, h, w, c)).astype(np.uint8)
-    outs = golden.run(loaded, images)
-    again = golden.run(graph, images)
-    same = all(np.array_equal(outs[k], again[k]) for k in outs)
-    if not same:
-        raise click.ClickException("the reloaded graph disagrees with the built one: the .cnir round trip is broken")
-    table = Table(title="golden executor outputs (4 random images, random weights)")
-    for col in ("head", "shape", "dtype", "min", "max", "distinct values"):
-        table.add_column(col)
-    for k, v in outs.items():
-        table.add_row(k, str(v.shape), str(v.dtype), str(v.min()), str(v.max()), str(np.unique(v).size))
-    con.print("[green]2[/] golden executor: ran the reloaded graph on 4 images; identical to the in-memory graph")
-    con.print(table)
-    result["steps"].append(
-        {"step": "golden", "images": 4, "outputs": {k: list(v.shape) for k, v in outs.items()}, "roundtrip_identical": same}
-    )
-
-    # 3. the paper's configuration b at full size, through the golden executor
-    big = zoo.build("codenet-1x-b", seed=seed)
-    report = _bench_golden(big, frames=2, seed=seed)
+    # 2. the engine: the smallest preset the model fits
+    cfg, prog, refused = _pick_engine(loaded, engine, str(path))
+    for name, why in refused:
+        con.print(f"  [dim]engine {name} refused: {why}[/dim]")
     con.print(
-        f"[green]3[/] CoDeNet-1x configuration b (256x256): {report['params']:,} parameters, "
-        f"{report['macs_per_frame'] / 1e9:.3f} G MACs, "
-        f"golden executor {report['host_seconds_per_frame'] * 1e3:.0f} ms per frame on this host"
+        f"[green]2[/] engine {cfg.name!r}: {cfg.lanes} lanes, {cfg.clock_mhz} MHz; "
+        f"program of {prog.prog_len} descriptors, {prog.size:,} bytes"
     )
-    result["steps"].append(
-        {k: report[k] for k in ("model", "params", "macs_per_frame", "host_seconds_per_frame")} | {"step": "codenet-1x-b"}
-    )
+    result["engine"] = {
+        "name": cfg.name,
+        "config": cfg.to_dict(),
+        "descriptors": prog.prog_len,
+        "refused": [{"engine": n, "why": w} for n, w in refused],
+    }
 
-    todo = [
-        "training and export of a real detector (codenet train / export / eval): quant issue",
-        "the Amaranth engine, Verilog and its RTL simulation (codenet gen / synth): engine issue",
-        "compiler, driver and the detector on the simulated engine (codenet run): end-to-end issue",
-        "board projects, bitstreams and deployment (codenet build / deploy / serve): boards issue",
-    ]
+    # 3. its Verilog and the Verilator build (both cached)
+    if backend == "rtl":
+        from codenet.sim.rtl_backend import build_harness, engine_verilog
+
+        t = time.perf_counter()
+        verilog = engine_verilog(cfg)
+        t_gen = time.perf_counter() - t
+        t = time.perf_counter()
+        b = build_harness(cfg)
+        t_build = time.perf_counter() - t
+        con.print(
+            f"[green]3[/] engine Verilog {verilog} ({_wall(t_gen)}{'' if t_gen > 1 else ', cached'}); "
+            f"Verilator build {b.build_dir} ({_wall(t_build)}{'' if b.built else ', cached'})"
+        )
+        result["steps"].append({"step": "build", "verilog": str(verilog), "build_dir": str(b.build_dir), "gen_seconds": round(t_gen, 1),
+                                "build_seconds": round(t_build, 1), "built": b.built})  # fmt: skip
+    else:
+        con.print("[green]3[/] backend fsim: no Verilog needed (the numpy functional model of the engine)")
+
+    # 4. synthetic images through the engine, every output tensor checked against golden
+    items = _model_images(loaded, (), images, seed)
+    batch = np.stack([it["image"] for it in items])
+    dram_name, timing, about = _dram_model(cfg, None)
+    dev = _open_device(backend, cfg, dram=dram_name)
+    from .driver import DeviceError
+    from .runtime import Runtime
+
+    try:
+        t = time.perf_counter()
+        with Runtime(dev, prog, timeout_s=3600) as rt:
+            outs = rt.run(batch)
+            counters = list(rt.counters)
+        t_run = time.perf_counter() - t
+        want = golden.run(loaded, batch)
+        again = golden.run(graph, batch)
+        roundtrip = all(np.array_equal(want[k], again[k]) for k in want)
+        if not roundtrip:
+            raise click.ClickException("the reloaded .cnir disagrees with the graph written: the .cnir round trip is broken")
+        _check_bit_exact(outs, want, f"{path.name} on {backend}")
+        where = f"the Verilated engine (DRAM model {dram_name})" if backend == "rtl" else "fsim"
+        speed = f", {dev.cycles_per_second:,.0f} simulated cycles/s" if backend == "rtl" else ""
+        con.print(
+            f"[green]4[/] ran {len(items)} synthetic images on {where} in {_wall(t_run)}{speed}: "
+            f"all {len(want)} output tensors bit-exact with the golden executor"
+        )
+        result["steps"].append({"step": "golden", "images": len(items), "outputs": {k: list(v.shape) for k, v in want.items()},
+                                "roundtrip_identical": roundtrip, "bit_exact": True})  # fmt: skip
+        result["run"] = {"backend": backend, "dram": dram_name, "seconds": round(t_run, 1), "cycles": [int(c["CYCLES"]) for c in counters]}
+        if backend == "rtl":
+            result["run"].update(
+                sim_cycles_per_second=round(dev.cycles_per_second), simulator_startup_seconds=round(dev.startup_seconds, 2)
+            )
+
+        # 5. detections: decoded on the host, annotated PNGs and JSON
+        dets = _detections(loaded, outs, items, 0.3)
+        classes = loaded.metadata["classes"]
+        records = []
+        table = Table(title=f"detections (score >= 0.3){'' if rec['trained'] else ' - RANDOM WEIGHTS, meaningless'}")
+        for col in ("image", "found", "ground truth", "png"):
+            table.add_column(col)
+        for it, d, c in zip(items, dets, counters):
+            gt = [
+                {"class": classes[int(lab)], "label": int(lab), "box": [round(float(v), 2) for v in b]}
+                for b, lab in zip(it["gt"]["boxes"], it["gt"]["labels"])
+            ]
+            png = _annotate(it["original"], d, out_dir / f"{it['stem']}.png", gt)
+            records.append(
+                {"source": it["source"], "png": str(png), "detections": d, "ground_truth": gt, "engine_cycles": int(c["CYCLES"])}
+            )
+            found = ", ".join(f"{x['class']} {x['score']:.2f}" for x in d[:5]) + (f" +{len(d) - 5}" if len(d) > 5 else "") or "-"
+            table.add_row(it["stem"], found, ", ".join(sorted(g["class"] for g in gt)), png.name)
+        det_path = out_dir / "detections.json"
+        det_path.write_text(json.dumps({"model": str(path), "backend": backend, "engine": cfg.name, "results": records}, indent=2) + "\n")
+        con.print("[green]5[/] detections (CenterNet decode on the host):")
+        con.print(table)
+        result["detections"] = {"json": str(det_path), "images": records}
+
+        # 6. performance: a frame and each layer, on the same device
+        from codenet.sim import perf
+
+        frame, _ = perf.profile(dev, prog, batch[:1], backend=backend, dram=dram_name, timing=timing, about=about)
+    except DeviceError as e:
+        raise click.ClickException(f"{path} on {backend}: {e}") from None
+    finally:
+        dev.close()
+    perf_report = {
+        "model": loaded.name,
+        "backend": backend,
+        "engine": cfg.name,
+        "clock_mhz": cfg.clock_mhz,
+        "dram": dram_name,
+        "descriptors": prog.prog_len,
+        "cycles_per_frame": frame.cycles_per_frame,
+        "fps": frame.fps,
+        "measured": frame.measured,
+        "macs_per_frame": sum(loaded.macs().values()),
+        "dram_bytes_per_frame": frame.counters["BYTES_RD"] + frame.counters["BYTES_WR"],
+        "counters": frame.counters,
+        "assumptions": frame.assumptions,
+        "layers": frame.to_dict()["layers"],
+    }
+    con.print("[green]6[/] performance:")
+    _print_bench_device(con, perf_report)
+    result["performance"] = perf_report
+
+    # 7. where things are, how long it took
+    files = [str(path), str(det_path), *[r["png"] for r in records]]
+    seconds = time.perf_counter() - start
+    result.update(files=files, seconds=round(seconds, 1), budget_seconds=DEMO_BUDGET_S, within_budget=seconds <= DEMO_BUDGET_S)
+    todo = ["board projects, bitstreams and deployment (codenet build / deploy / serve): boards issue"]
+    result["still_to_come"] = todo
+    con.print(f"[green]7[/] files in {out_dir}:")
+    for f in files:
+        con.print(f"  {f}")
+    con.print(f"demo took {_wall(seconds)}")
+    if seconds > DEMO_BUDGET_S:
+        con.print(f"[bold yellow]! slower than the {DEMO_BUDGET_S // 60}-minute budget for a fresh 2-core machine[/]")
     con.print("[yellow]Still to come[/] (not run, no results shown for them):")
     for t in todo:
         con.print(f"  - {t}")
-    con.print("[dim]Weights here are random: the outputs check the contract and the executor, they are not detections.[/dim]")
-    result["still_to_come"] = todo
+    if not rec["trained"]:
+        con.print("[bold yellow]Weights were random: the outputs check the flow bit for bit, they are not detections.[/]")
     if as_json:
         _emit_json(result)
 
@@ -388,12 +1034,7 @@ def demo(out_dir: Path, seed: int, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
 def gen(engine: str, out_dir: Path, lint: bool, as_json: bool) -> None:
     """Generate an engine: Verilog, engine.json (configuration + register map) and a C header."""
-    from .engine import PRESETS, EngineConfig, EngineConfigError
-
-    try:
-        cfg = PRESETS[engine] if engine in PRESETS else EngineConfig.from_json(Path(engine).read_text())
-    except (EngineConfigError, OSError) as e:
-        raise click.ClickException(f"--engine {engine}: {e}") from None
+    cfg = _engine_config(engine)
     from codenet.hw import gen as hw_gen
 
     start = time.perf_counter()

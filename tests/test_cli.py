@@ -76,7 +76,7 @@ def test_bench_bad_model_is_a_clear_error(tmp_path, model, needle):
 
 
 def test_demo_runs_and_says_what_is_missing(tmp_path):
-    r = CliRunner().invoke(cli.main, ["demo", "-o", str(tmp_path), "--json"])
+    r = CliRunner().invoke(cli.main, ["demo", "-o", str(tmp_path), "--backend", "fsim", "--images", "1", "--json"])  # rtl: test_cli_run.py
     assert r.exit_code == 0, r.output
     result = json.loads(r.stdout)
     steps = {s["step"]: s for s in result["steps"]}
