@@ -426,9 +426,10 @@ class RtlDevice(Device):
     at bus address `dram_base` (build parameters: one build per size). Fresh allocations are
     filled with seeded garbage (`garbage_seed`, None: leave memory as it is), as in fsim.
     `reuse`: take over an idle simulator of the same build and timing, and give it back on
-    :meth:`close`. `wall_timeout_s`, if set, replaces the timeout a caller passes to
-    :meth:`run` (simulation is slower than a board); `max_cycles` bounds a run in simulated
-    cycles. `keep_files` keeps the simulator's folder (sim.log, hex files) after close.
+    :meth:`close`. Timeouts are wall-clock, as on a board, but a simulated engine is some
+    thousand times slower than a real one: a caller's timeout is multiplied by `timeout_scale`
+    (10; the Runtime's 60 s become 10 minutes) unless `wall_timeout_s` is set, which replaces
+    it. `max_cycles` bounds a run in simulated cycles. `keep_files` keeps the simulator's folder (sim.log, hex files) after close.
     """
 
     poll_interval_s = 0.0
@@ -445,6 +446,7 @@ class RtlDevice(Device):
         garbage_seed: int | None = 0,
         reuse: bool = True,
         wall_timeout_s: float | None = None,
+        timeout_scale: float = 10.0,
         max_cycles: int | None = None,
         watchdog_cycles: int | None = None,
         waves: bool = False,
@@ -461,7 +463,7 @@ class RtlDevice(Device):
         self._cfg_built = cfg
         self.dram_name, self.timing = _timing(dram, cfg)
         self.dram_base, self.dram_bytes = dram_base, dram_bytes
-        self.wall_timeout_s, self.max_cycles = wall_timeout_s, max_cycles
+        self.wall_timeout_s, self.timeout_scale, self.max_cycles = wall_timeout_s, timeout_scale, max_cycles
         if watchdog_cycles is not None:
             self.watchdog_cycles = watchdog_cycles
         self.reuse = reuse and not waves and not keep_files
@@ -558,8 +560,7 @@ class RtlDevice(Device):
 
     # ------------------------------------------------------------------ runs
     def run(self, prog_addr: int, prog_len: int, windows: Iterable | None = None, *, timeout_s: float = 30.0) -> dict[str, int]:
-        if self.wall_timeout_s is not None:
-            timeout_s = self.wall_timeout_s
+        timeout_s = self.wall_timeout_s if self.wall_timeout_s is not None else timeout_s * self.timeout_scale
         return super().run(prog_addr, prog_len, windows, timeout_s=timeout_s)
 
     def _wait(self, timeout_s: float) -> bool:
