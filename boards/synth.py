@@ -517,8 +517,9 @@ def _cpu_children() -> float:
         return 0.0
 
 
-def _run(args: list[str], log: Path, deadline: float | None, cwd: Path, nice: int) -> None:
-    """Run a tool with stdout+stderr into `log`; _Timeout past the deadline, SynthError on failure."""
+def _run(args: list[str], log: Path, deadline: float | None, cwd: Path, nice: int, tool_log: Path | None = None) -> None:
+    """Run a tool with stdout+stderr into `log`; _Timeout past the deadline, SynthError on
+    failure, quoting the end of `tool_log` (the tool's own log) or else of `log`."""
     if nice and hasattr(os, "nice"):
         args = ["nice", "-n", str(nice), *args] if shutil.which("nice") else args
     remaining = None if deadline is None else max(1.0, deadline - time.monotonic())
@@ -534,9 +535,10 @@ def _run(args: list[str], log: Path, deadline: float | None, cwd: Path, nice: in
             p.wait()
             raise _Timeout() from None
     if rc != 0:
-        tail = "\n".join(log.read_text(errors="replace").splitlines()[-15:])
+        src = tool_log if tool_log is not None and tool_log.exists() and tool_log.stat().st_size else log
+        tail = "\n".join([*log.read_text(errors="replace").splitlines()[-5:], *src.read_text(errors="replace").splitlines()[-10:]])
         tool = next((Path(a).name for a in args if "yowasp" in a or "yosys" in a or "nextpnr" in a), Path(args[0]).name)
-        raise SynthError(f"{tool} exited with {rc}:\n{tail}", log)
+        raise SynthError(f"{tool} exited with {rc}:\n{tail}", src)
 
 
 # =========================================================================== scripts
@@ -662,7 +664,7 @@ def synthesize(
     rep.stage = "synth"
     t0, c0 = time.monotonic(), _cpu_children()
     try:
-        _run([yosys, "-q", "-l", log.name, script.name], out / "yosys_stdout.txt", deadline, out, nice)
+        _run([yosys, "-q", "-l", log.name, script.name], out / "yosys_stdout.txt", deadline, out, nice, tool_log=log)
     except _Timeout:
         rep.wall_s["synth"] = round(time.monotonic() - t0, 2)
         rep.notes.append(
@@ -673,8 +675,6 @@ def synthesize(
         _partial(rep, out, tgt)
         rep.wall_s["total"] = round(time.monotonic() - start, 2)
         return rep
-    except SynthError as e:
-        raise SynthError(str(e).split(" (log:")[0], log) from None
     rep.wall_s["synth"] = round(time.monotonic() - t0, 2)
     rep.cpu_s["synth"] = round(_cpu_children() - c0, 2)
     _partial(rep, out, tgt)
@@ -731,14 +731,12 @@ def synthesize(
         rep.stage = "pnr"
         t0, c0 = time.monotonic(), _cpu_children()
         try:
-            _run(args, out / "nextpnr_stdout.txt", deadline, out, nice)
+            _run(args, out / "nextpnr_stdout.txt", deadline, out, nice, tool_log=plog)
         except _Timeout:
             rep.wall_s["pnr"] = round(time.monotonic() - t0, 2)
             rep.notes.append(f"nextpnr stopped by the timeout after {rep.wall_s['pnr']:.0f} s: no Fmax")
             rep.wall_s["total"] = round(time.monotonic() - start, 2)
             return rep
-        except SynthError as e:
-            raise SynthError(str(e).split(" (log:")[0], plog) from None
         rep.wall_s["pnr"] = round(time.monotonic() - t0, 2)
         rep.cpu_s["pnr"] = round(_cpu_children() - c0, 2)
         report_text = (out / "nextpnr_report.json").read_text()

