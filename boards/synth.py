@@ -85,6 +85,25 @@ LFE5U_85F = Part(
 )
 
 
+#: XC7Z020 (PYNQ-Z2), DS190: 53,200 LUTs (17,400 usable as memory), 106,400 flip-flops, 220 DSP48E1, 140 RAMB36.
+XC7Z020 = Part(
+    "XC7Z020",
+    "xc7",
+    {"LUT": 53_200, "LUTRAM": 17_400, "FF": 106_400, "DSP": 220, "BRAM36": 140, "URAM": 0},
+    "Zynq-7000 Z-7020 (PYNQ-Z2): DS190 programmable-logic totals",
+)
+
+#: Families whose cells are Xilinx primitives (one table of cells and classes for both).
+XILINX_FAMILIES = ("xcup", "xc7")
+
+
+def board_part(name: str, family: str, budget: Mapping[str, int], doc: str = "") -> Part:
+    """A Part for a catalogue board: its own budget (the LUTRAM class is not budgeted there)."""
+    if family not in (*XILINX_FAMILIES, "ecp5"):
+        raise ValueError(f"unknown family {family!r}; known: {', '.join((*XILINX_FAMILIES, 'ecp5'))}")
+    return Part(name.upper(), family, dict(budget), doc)
+
+
 @dataclass(frozen=True)
 class Target:
     name: str
@@ -94,6 +113,7 @@ class Target:
 
 TARGETS: dict[str, Target] = {
     "xcup": Target("xcup", XCZU3EG, "yosys synth_xilinx -family xcup (Zynq UltraScale+), resources only"),
+    "xc7": Target("xc7", XC7Z020, "yosys synth_xilinx -family xc7 (Zynq-7000), resources only"),
     "ecp5": Target("ecp5", LFE5U_85F, "yosys synth_ecp5, then nextpnr-ecp5 --85k out of context for Fmax"),
 }
 
@@ -134,6 +154,11 @@ _XILINX: dict[str, tuple[str, float]] = {
     "RAMB18E2": ("BRAM36", 0.5),
     "FIFO36E2": ("BRAM36", 1),
     "FIFO18E2": ("BRAM36", 0.5),
+    "DSP48E1": ("DSP", 1),  # 7-series (xc7)
+    "RAMB36E1": ("BRAM36", 1),
+    "RAMB18E1": ("BRAM36", 0.5),
+    "FIFO36E1": ("BRAM36", 1),
+    "FIFO18E1": ("BRAM36", 0.5),
     "URAM288": ("URAM", 1),
     "URAM288_BASE": ("URAM", 1),
     "RAM32X1S": ("LUTRAM", 1),
@@ -192,6 +217,7 @@ _IGNORED = {"$scopeinfo"}
 #: Cell types whose instance names are listed after synthesis, for the per-unit breakdown.
 UNIT_TYPES: dict[str, tuple[str, ...]] = {
     "xcup": ("DSP48E2", "RAMB36E2", "RAMB18E2", "URAM288"),  # synth_xilinx names its flip-flops $auto$...
+    "xc7": ("DSP48E1", "RAMB36E1", "RAMB18E1"),
     "ecp5": ("MULT18X18D", "DP16KD", "TRELLIS_DPR16X4", "TRELLIS_FF"),
 }  # debug-only cells Yosys keeps for hierarchy names
 
@@ -354,11 +380,11 @@ def classify(cells: Mapping[str, int], family: str) -> tuple[dict[str, float], d
     Cells that are no primitive of the family (for example a `$mul` Yosys could not map) are
     returned separately and counted nowhere.
     """
-    table = _XILINX if family == "xcup" else _ECP5 if family == "ecp5" else None
+    table = _XILINX if family in XILINX_FAMILIES else _ECP5 if family == "ecp5" else None
     if table is None:
-        raise ValueError(f"unknown family {family!r}: xcup or ecp5")
+        raise ValueError(f"unknown family {family!r}: xcup, xc7 or ecp5")
     res: dict[str, float] = {"LUT": 0, "LUT_LOGIC": 0, "LUTRAM": 0, "FF": 0, "DSP": 0}
-    res.update({"BRAM36": 0, "URAM": 0} if family == "xcup" else {"BRAM": 0})
+    res.update({"BRAM36": 0, "URAM": 0} if family in XILINX_FAMILIES else {"BRAM": 0})
     res.update({"CARRY": 0, "MUXF": 0, "IO": 0, "CLOCK": 0})
     unmapped: dict[str, int] = {}
     for name, n in cells.items():
@@ -415,7 +441,7 @@ def unit_of(cell_name: str) -> str:
 
 def units_from_lists(lists: Mapping[str, str], family: str) -> dict[str, dict[str, float]]:
     """{unit: {class: count}} from `select -list` texts by cell type (see UNIT_TYPES)."""
-    table = _XILINX if family == "xcup" else _ECP5
+    table = _XILINX if family in XILINX_FAMILIES else _ECP5
     out: dict[str, dict[str, float]] = {}
     for ctype, text in lists.items():
         cls, units = table.get(ctype, (ctype, 1))
@@ -557,8 +583,8 @@ def yosys_script(target: str, top: str = TOP, *, flatten: bool = True, netlist: 
     3. The rest, then ``stat.json`` / ``stat.txt``, the names of the DSP, RAM and flip-flop
        cells (``cells_<TYPE>.txt``, for the per-unit breakdown) and the netlist for nextpnr.
     """
-    if target == "xcup":
-        synth = f"synth_xilinx -family xcup -top {top}{' -flatten' if flatten else ''} -noiopad -noclkbuf"
+    if target in XILINX_FAMILIES:
+        synth = f"synth_xilinx -family {target} -top {top}{' -flatten' if flatten else ''} -noiopad -noclkbuf"
         first = "map_dsp"  # after proc, flatten and the first optimisations
         pre: list[str] = []
     elif target == "ecp5":
@@ -609,9 +635,11 @@ def synthesize(
     seed: int = 1,
     router: str = "router2",
     nice: int = 10,
+    part: Part | None = None,
 ) -> SynthReport:
     """Generate `config` (an EngineConfig or a preset name), synthesize it for `target`
-    ("xcup" or "ecp5") in `out_dir` and return what was measured.
+    ("xcup", "xc7" or "ecp5") in `out_dir` and return what was measured, against `part`'s
+    budget (a catalogue board's, see :func:`board_part`) or else the target's default part.
 
     `timeout` (seconds) bounds the whole run; when it runs out, the tool is stopped and the
     report comes back with ``complete=False``, ``stage`` naming the stage that was cut short
@@ -631,6 +659,10 @@ def synthesize(
     start = time.monotonic()
     deadline = None if timeout is None else start + timeout
 
+    if part is not None:
+        if part.family != target:
+            raise ValueError(f"part {part.name} is a {part.family} part, not a {target} one")
+        tgt = dataclasses.replace(tgt, part=part)
     rep = SynthReport(engine=cfg.name, target=target, part=tgt.part.name, clock_mhz=cfg.clock_mhz, budget=dict(tgt.part.budget))
     rep.config = cfg.to_dict()
     rep.options = {"flatten": flatten, "pnr": bool(pnr and target == "ecp5"), "seed": seed, "router": router, "timeout_s": timeout}
@@ -775,13 +807,13 @@ def _assumptions(target: str, flatten: bool) -> list[str]:
         "cell counts are Yosys's mapping, not a vendor tool's; the generated Verilog is synthesized as is",
         "the whole engine only: no AXI interconnect, processing system, DRAM controller or clocking around it",
     ]
-    if target == "xcup":
+    if target in XILINX_FAMILIES:
         return common + [
-            "Xilinx figures are Yosys synth_xilinx -family xcup estimates (no Vivado): Vivado's opt/phys_opt usually needs "
+            f"Xilinx figures are Yosys synth_xilinx -family {target} estimates (no Vivado): Vivado's opt/phys_opt usually needs "
             "fewer LUTs; DSP and BRAM counts follow the inferred memories and multipliers and are close",
-            "Yosys maps carry chains to CARRY4 for UltraScale+ (Vivado retargets them to CARRY8); carries are not budgeted",
-            "LUT = logic LUTs + LUTs as memory (LUTRAM, SRL), compared with the 70,560 CLB LUTs; INV cells counted as LUTs",
-            "BRAM36 = RAMB36E2 + RAMB18E2 / 2 (two RAMB18 share one RAMB36 site)",
+            "Yosys maps carry chains to CARRY4 (for UltraScale+ Vivado retargets them to CARRY8); carries are not budgeted",
+            "LUT = logic LUTs + LUTs as memory (LUTRAM, SRL), compared with the part's CLB LUTs; INV cells counted as LUTs",
+            "BRAM36 = RAMB36 + RAMB18 / 2 (two RAMB18 share one RAMB36 site)",
             "no timing: Yosys does not time Xilinx netlists",
             f"{'flattened' if flatten else 'hierarchical'} synthesis",
         ]

@@ -1028,31 +1028,94 @@ def demo(out_dir: Path, images: int, seed: int, backend: str, checkpoint: Path |
 
 
 @main.command()
-@click.option("--engine", "engine", default="ultra96", show_default=True, help="Engine preset (tiny, ultra96, ulx3s) or config .json file.")
-@click.option("--target", type=click.Choice(["xcup", "ecp5"]), required=True, help="xcup: synth_xilinx -family xcup; ecp5: synth_ecp5.")
+@click.option("--board", default=None, help="A catalogue board (see `codenet boards`): its preset, synthesis target and budget.")
+@click.option("--engine", "engine", default=None, help="Engine preset or config .json file [default: the board's preset, else ultra96].")
+@click.option(
+    "--target", type=click.Choice(["xcup", "xc7", "ecp5"]), default=None, help="xcup, xc7: Xilinx; ecp5: ECP5 (default: the board's)"
+)
 @click.option(
     "-o", "--out", "out_dir", default=None, type=click.Path(file_okay=False, path_type=Path), help="[default: build/synth/ENGINE-TARGET]"
 )
 @click.option("--pnr/--no-pnr", default=True, show_default=True, help="ECP5: place and route with nextpnr-ecp5 for Fmax.")
 @click.option("--timeout", default=None, type=float, help="Seconds for the whole run; a cut-short run reports what it measured.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
-def synth(engine: str, target: str, out_dir: Path | None, pnr: bool, timeout: float | None, as_json: bool) -> None:
+def synth(
+    board: str | None, engine: str | None, target: str | None, out_dir: Path | None, pnr: bool, timeout: float | None, as_json: bool
+) -> None:
     """Resource use (and ECP5 Fmax) of an engine from Yosys / nextpnr, against the part's budget."""
-    from codenet.boards.synth import SynthError, cli_report, synthesize
+    from codenet.boards.synth import SynthError, board_part, cli_report, synthesize
 
-    cfg = _engine_config(engine)
-    out_dir = out_dir or Path("build/synth") / f"{cfg.name}-{target}"
+    part = None
+    if board is not None:
+        b = _board(board)
+        if target is not None and target != b.synth_target:
+            raise click.BadParameter(f"board {b.name} is synthesized for {b.synth_target}, not {target}", param_hint="--target")
+        target = b.synth_target
+        engine = engine or b.engine_preset
+        part = board_part(b.part, b.synth_target, b.budget, f"{b.title} ({b.part})")
+    if target is None:
+        raise click.UsageError("give --target (xcup, xc7, ecp5) or --board")
+    cfg = _engine_config(engine or "ultra96")
+    out_dir = out_dir or Path("build/synth") / f"{cfg.name}-{board or target}"
     con = _console(as_json)
     try:
-        rep = synthesize(cfg, target, out_dir, timeout=timeout, pnr=pnr, progress=lambda msg: con.print(f"[dim]{msg}[/dim]"))
+        rep = synthesize(cfg, target, out_dir, timeout=timeout, pnr=pnr, part=part, progress=lambda msg: con.print(f"[dim]{msg}[/dim]"))
     except SynthError as e:
         raise click.ClickException(str(e)) from None
+    result = rep.to_dict()
+    if board is not None:
+        result["board"] = board
     if as_json:
-        _emit_json(rep.to_dict())
+        _emit_json(result)
     else:
         click.echo(cli_report(rep))
     if rep.fits is False:
-        raise click.ClickException(f"engine {cfg.name} does not fit {rep.part}: over budget in {', '.join(rep.failing)}")
+        where = f"board {board}'s budget ({rep.part})" if board else rep.part
+        raise click.ClickException(f"engine {cfg.name} does not fit {where}: over budget in {', '.join(rep.failing)}")
+
+
+def _board(name: str):
+    from codenet.boards.catalogue import BoardError, get_board
+
+    try:
+        return get_board(name)
+    except BoardError as e:
+        raise click.BadParameter(str(e), param_hint="--board") from None
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
+def boards(as_json: bool) -> None:
+    """The board catalogue: part, budgets, clocks, DRAM, AXI ports, register base, engine preset."""
+    from codenet.boards.catalogue import BOARDS
+
+    if as_json:
+        _emit_json({"boards": [b.to_dict() for b in BOARDS.values()]})
+        return
+    from rich.table import Table
+
+    t = Table(title="codenet boards (boards/boards.toml)")
+    for col in ("board", "part", "LUT", "FF", "DSP", "BRAM", "engine clock", "DRAM", "AXI master / lite", "registers", "preset"):
+        t.add_column(col)
+    for b in BOARDS.values():
+        bram = b.budget.get("BRAM36", b.budget.get("BRAM", 0))
+        bram_s = f"{bram:,} x36k" if "BRAM36" in b.budget else f"{bram:,} EBR"
+        if b.budget.get("URAM"):
+            bram_s += f" + {b.budget['URAM']} URAM"
+        t.add_row(
+            f"{b.name}\n[dim]{b.title}[/dim]",
+            b.part,
+            f"{b.budget['LUT']:,}",
+            f"{b.budget['FF']:,}",
+            f"{b.budget['DSP']:,}",
+            bram_s,
+            f"{b.engine_clock} {b.engine_clock_mhz} MHz",
+            f"{b.dram.kind} x{b.dram.width_bits} {b.dram.mt_s} MT/s ({b.dram.peak_mb_s:,.0f} MB/s)",
+            f"{b.axi_master_port} ({b.axi_master_bits}b) / {b.axi_lite_port}",
+            f"0x{b.reg_base:08x}" + (f" irq {b.irq}" if b.irq else ""),
+            b.engine_preset,
+        )
+    _console(False).print(t)
 
 
 @main.command()
