@@ -364,44 +364,12 @@ PRESETS: dict[str, EngineConfig] = {
         pw_mul="dsp",
         dw_mul="dsp",
     ),
-    # PYNQ-Z2 (XC7Z020, 220 DSP48E1, 140 RAMB36): the ulx3s-sized engine at 100 MHz on a 64-bit HP port.
-    "pynqz2": EngineConfig(
-        name="pynqz2",
-        pw_ic=8,
-        pw_oc=8,
-        dw_lanes=8,
-        axi_data_bits=64,
-        max_width=256,
-        max_channels=1024,
-        max_dilation=8,
-        max_offset=0,
-        wbuf_depth=512,
-        dma_fifo_beats=128,
-        max_burst_beats=16,
-        clock_mhz=100,
-        pw_mul="dsp",
-        dw_mul="dsp",
-    ),
-    # KV260 (K26, 144 RAMB36 and 64 URAM the flow does not infer): ultra96's arrays with a line
-    # buffer for 256-pixel rows, half of ultra96's block RAM in the window unit.
-    "kv260": EngineConfig(
-        name="kv260",
-        pw_ic=16,
-        pw_oc=16,
-        dw_lanes=16,
-        axi_data_bits=128,
-        max_width=256,
-        max_channels=2304,
-        max_dilation=8,
-        max_offset=2,
-        wbuf_depth=1024,
-        dma_fifo_beats=256,
-        max_burst_beats=16,
-        clock_mhz=250,
-        pw_mul="dsp_packed2",
-        dw_mul="dsp",
-    ),
 }
+# PYNQ-Z2 (XC7Z020: 220 DSP48E1, 140 RAMB36): the ulx3s engine at 100 MHz, its products in DSP48E1s.
+PRESETS["pynqz2"] = dataclasses.replace(PRESETS["ulx3s"], name="pynqz2", clock_mhz=100, pw_mul="dsp", dw_mul="dsp")
+# KV260 (K26: 144 RAMB36, and 64 URAM that the flow does not infer): ultra96's arrays with a line
+# buffer for 256-pixel rows, about half of ultra96's block RAM in the window unit.
+PRESETS["kv260"] = dataclasses.replace(PRESETS["ultra96"], name="kv260", max_width=256)
 
 
 def preset(name: str) -> EngineConfig:
