@@ -1150,5 +1150,38 @@ def gen(engine: str, out_dir: Path, lint: bool, as_json: bool) -> None:
         raise SystemExit(1)
 
 
+@main.command()
+@click.option("--board", "board_name", required=True, help="A Zynq board of the catalogue: ultra96v2, pynq-z2, zcu104, kv260.")
+@click.option("--engine", "engine", default=None, help="Engine preset or config .json file [default: the board's preset].")
+@click.option(
+    "-o", "--out", "out_dir", default=None, type=click.Path(file_okay=False, path_type=Path), help="[default: build/vivado/BOARD]"
+)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
+def build(board_name: str, engine: str | None, out_dir: Path | None, as_json: bool) -> None:
+    """Write a Vivado project (engine IP, block design, build.sh) whose run makes a PYNQ overlay (codenet.bit + .hwh)."""
+    from codenet.boards.vivado import VivadoError, generate_project
+
+    cfg = _engine_config(engine) if engine else None
+    out_dir = out_dir or Path("build/vivado") / board_name
+    start = time.perf_counter()
+    try:
+        result = generate_project(board_name, out_dir, engine_config=cfg)
+    except VivadoError as e:
+        raise click.ClickException(str(e)) from None
+    result["seconds"] = round(time.perf_counter() - start, 2)
+    if as_json:
+        _emit_json(result)
+        return
+    con = _console(False)
+    con.print(f"Vivado project for {result['title']} ({result['board']}, {result['part']}), engine {result['engine']!r}, in {out_dir}:")
+    for k, v in result["files"].items():
+        con.print(f"  {k}: {v}")
+    for a in result["address_map"]:
+        con.print(f"  {a['what']}: {a['segment']} at {a['offset_hex']} (+{a['range_hex']}) in {a['space']}")
+    for n in result["notes"]:
+        con.print(f"  [yellow]note:[/] {n}")
+    con.print(f"On a machine with Vivado: {out_dir / 'build.sh'}  ->  {out_dir / 'overlay'}/codenet.bit + codenet.hwh")
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()
