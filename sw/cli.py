@@ -103,11 +103,38 @@ def _dram_model(cfg, dram: str | None):
     return name, board_timing(name, cfg.clock_mhz), about
 
 
+class _DeviceBackend(click.ParamType):
+    """A backend name, or remote://HOST:PORT: a device served by `codenet serve` (docs/deploy.md)."""
+
+    name = "backend"
+
+    def __init__(self, names: list[str]):
+        self.names = list(names)
+
+    def get_metavar(self, param, ctx=None) -> str:
+        return "[" + "|".join(self.names) + "|remote://HOST:PORT]"
+
+    def convert(self, value, param, ctx):
+        if value in self.names:
+            return value
+        if isinstance(value, str) and value.startswith("remote://"):
+            from .remote import parse_url
+
+            try:
+                parse_url(value)
+            except ValueError as e:
+                self.fail(str(e), param, ctx)
+            return value
+        self.fail(f"{value!r} is not one of {', '.join(self.names)} or remote://HOST:PORT", param, ctx)
+
+
 def _open_device(backend: str, cfg, *, dram: str | None = None, bitfile: str | None = None):
     """A device of the named backend for an engine configuration (errors as ClickException)."""
     from .driver import BackendUnavailable, DeviceError, open_device
 
     try:
+        if backend.startswith("remote://"):  # token: $CODENET_TOKEN, $CODENET_TOKEN_FILE or the file serve / deploy wrote
+            return open_device("remote", url=backend)
         if backend == "fsim":
             return open_device("fsim", config=cfg)
         if backend == "rtl":
@@ -685,7 +712,13 @@ def _run_on_device(graph, prog, backend: str, cfg, images, *, dram: str | None, 
 
 @main.command()
 @click.argument("model_path", metavar="MODEL", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--backend", type=click.Choice(["fsim", "rtl", "pynq"]), default="fsim", show_default=True, help="Device backend.")
+@click.option(
+    "--backend",
+    type=_DeviceBackend(["fsim", "rtl", "pynq"]),
+    default="fsim",
+    show_default=True,
+    help="Device backend (or remote://HOST:PORT).",
+)
 @click.option(
     "--engine", default="auto", show_default=True, help="Engine preset or config .json; auto: the smallest preset the model fits."
 )
@@ -1181,6 +1214,122 @@ def build(board_name: str, engine: str | None, out_dir: Path | None, as_json: bo
     for n in result["notes"]:
         con.print(f"  [yellow]note:[/] {n}")
     con.print(f"On a machine with Vivado: {out_dir / 'build.sh'}  ->  {out_dir / 'overlay'}/codenet.bit + codenet.hwh")
+
+
+@main.command("serve")
+@click.option("--backend", type=click.Choice(["fsim", "rtl", "pynq"]), required=True, help="The device to offer.")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind (127.0.0.1: this machine only).")
+@click.option("--port", default=7000, show_default=True, type=click.IntRange(0, 65535), help="TCP port (0: any free one).")
+@click.option(
+    "--token-file",
+    default=None,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Read the token from here, or write a new one (0600) [default: ~/.config/codenet/tokens/HOST-PORT.token].",
+)
+@click.option("--engine", default=None, help="fsim/rtl: engine preset or config .json [default: ultra96 on fsim, tiny on rtl].")
+@click.option("--bitfile", default=None, help="pynq: the overlay's .bit (its .hwh beside it).")
+@click.option("--dram", type=click.Choice(["ideal", "ultra96", "ulx3s"]), default=None, help="rtl: DRAM model [default: its board].")
+@click.option("--max-request-mb", default=64.0, show_default=True, type=click.FloatRange(min=0.01), help="Largest payload of a request.")
+@click.option("--max-alloc-mb", default=256.0, show_default=True, type=click.FloatRange(min=0.01), help="Device memory per client.")
+@click.option("--idle-timeout", default=600.0, show_default=True, type=click.FloatRange(min=1), help="Idle seconds that end a session.")
+def serve_cmd(
+    backend: str,
+    host: str,
+    port: int,
+    token_file: Path | None,
+    engine: str | None,
+    bitfile: str | None,
+    dram: str | None,
+    max_request_mb: float,
+    max_alloc_mb: float,
+    idle_timeout: float,
+) -> None:
+    """Offer one device over TCP, to one client at a time (token, bounded and checked requests; docs/deploy.md)."""
+    from . import serve as srv
+    from .driver import DeviceError
+
+    srv.setup_logging("INFO")
+    limits = srv.Limits(max_payload=int(max_request_mb * 2**20), max_alloc_bytes=int(max_alloc_mb * 2**20), idle_timeout_s=idle_timeout)
+    try:
+        srv.serve(backend, host=host, port=port, token_file=token_file, engine=engine, bitfile=bitfile, dram=dram, limits=limits)
+    except ImportError as e:
+        raise click.ClickException(f"serve: backend {backend} cannot load: {e}") from None
+    except (DeviceError, ValueError, OSError) as e:
+        raise click.ClickException(f"serve: {e}") from None
+
+
+@main.command("deploy")
+@click.option("--board", "board_name", required=True, help="A PYNQ board of the catalogue (ultra96v2, pynq-z2, zcu104, kv260).")
+@click.option("--host", required=True, help="The board's address or name (SSH).")
+@click.option("--user", default="xilinx", show_default=True, help="SSH user.")
+@click.option("--key", default=None, type=click.Path(dir_okay=False, exists=True), help="SSH private key [default: agent, ~/.ssh keys].")
+@click.option("--ssh-port", default=22, show_default=True, type=click.IntRange(1, 65535))
+@click.option("--port", default=7000, show_default=True, type=click.IntRange(1, 65535), help="The device server's port on the board.")
+@click.option("--dest", default="/home/xilinx/codenet", show_default=True, help="Folder on the board.")
+@click.option(
+    "--overlay",
+    "overlay_dir",
+    default=None,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Folder with the .bit, .hwh (and engine.json) [default: build/vivado/BOARD/overlay].",
+)
+@click.option("--bind", default=None, help="Server address on the board [default: where the SSH connection arrived; 127.0.0.1: tunnel].")
+@click.option("--python", "python", default="auto", show_default=True, help="The board's Python (auto: PYNQ's venv, else python3).")
+@click.option("--sudo", is_flag=True, help="Start the server with sudo -n (PYNQ needs root for /dev/mem).")
+@click.option("--accept-new-host-key", is_flag=True, help="Trust and remember an unknown board's host key (ssh's accept-new).")
+@click.option("--serve-backend", default="pynq", hidden=True, type=click.Choice(["pynq", "fsim"]), help="fsim: tests without a board.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
+def deploy_cmd(
+    board_name: str,
+    host: str,
+    user: str,
+    key: str | None,
+    ssh_port: int,
+    port: int,
+    dest: str,
+    overlay_dir: Path | None,
+    bind: str | None,
+    python: str,
+    sudo: bool,
+    accept_new_host_key: bool,
+    serve_backend: str,
+    as_json: bool,
+) -> None:
+    """Copy overlay, engine.json and runtime to a PYNQ board over SSH, start the device server there, print its URL."""
+    import os
+
+    from codenet.boards.deploy import DeployError, deploy
+
+    con = _console(as_json)
+    try:
+        dep = deploy(
+            board_name,
+            host,
+            user=user,
+            key=key,
+            password=os.environ.get("CODENET_SSH_PASSWORD"),
+            ssh_port=ssh_port,
+            port=port,
+            dest=dest,
+            overlay=overlay_dir,
+            bind=bind,
+            python=python,
+            sudo=sudo,
+            backend=serve_backend,
+            accept_new_host_key=accept_new_host_key,
+            progress=lambda msg: con.print(f"[dim]{msg}[/dim]"),
+        )
+    except DeployError as e:
+        raise click.ClickException(str(e)) from None
+    if as_json:
+        _emit_json(dep.to_dict())
+        return
+    con.print(f"codenet serve runs on {host} (pid {dep.pid}, log {dep.log}, listening on {dep.bind}:{dep.port})")
+    if dep.tunnel:
+        con.print(f"  tunnel: {dep.tunnel}")
+    con.print(f"  URL:    {dep.url}")
+    con.print(f"  token:  {dep.local_token} (here, where --backend {dep.url} looks); {dep.remote_token} (on the board)")
+    con.print(f"  try:    codenet run MODEL --engine {dep.engine} --backend {dep.url} --synthetic 1 -o out")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -391,11 +391,13 @@ _BACKENDS: dict[str, str | Callable[..., Device]] = {
     "fsim": "codenet.sw.driver:FsimDevice",
     "rtl": "codenet.sim.rtl_backend:RtlDevice",
     "pynq": "codenet.sw.pynq_backend:PynqDevice",
+    "remote": "codenet.sw.remote:RemoteDevice",
 }
 
 _HINTS = {
     "rtl": "the rtl backend lives in codenet.sim (install the 'sim' extra: pip install -e '.[sim]')",
     "pynq": "the pynq backend needs the 'pynq' package (a PYNQ board image)",
+    "remote": "open_device('remote', url='remote://HOST:PORT', token=...) talks to `codenet serve` (docs/deploy.md)",
 }
 
 

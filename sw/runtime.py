@@ -40,9 +40,12 @@ class Runtime:
     """A program loaded on a device. Weights are written once; each run writes only inputs."""
 
     def __init__(self, device: Device | str, program: Program, *, timeout_s: float = 60.0, **device_kwargs: Any):
+        self._owns_device = isinstance(device, str)  # opened here by name: closed by close()
         if isinstance(device, str):
             if device in ("fsim", "rtl"):  # simulators are built for the program's configuration
                 device_kwargs.setdefault("config", program.config)
+            if device.startswith("remote://"):  # a device served by `codenet serve` (docs/deploy.md)
+                device, device_kwargs = "remote", {"url": device, **device_kwargs}
             device = open_device(device, **device_kwargs)
         self.device = device
         self.timeout_s = timeout_s
@@ -96,10 +99,13 @@ class Runtime:
         return outs
 
     def close(self) -> None:
-        """Free the device buffer."""
+        """Free the device buffer (and close the device if it was opened here, by name)."""
         if self.buffer is not None:
             self.device.free(self.buffer)
             self.buffer = None
+        if self._owns_device:  # a remote device's session, a simulator process: given back now, not at GC
+            self._owns_device = False
+            self.device.close()
 
     def __enter__(self):
         return self
