@@ -72,8 +72,8 @@ class PynqDevice(Device):
 
     def free(self, buf: DeviceBuffer) -> None:
         h = buf.handle
-        if h in self._buffers:
-            self._buffers.remove(h)
+        # by identity: `in` / `remove` compare numpy buffers with ==, which fails on two of different sizes
+        self._buffers = [b for b in self._buffers if b is not h]
         for name in ("freebuffer", "close"):
             fn = getattr(h, name, None)
             if callable(fn):

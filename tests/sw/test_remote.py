@@ -533,11 +533,25 @@ def test_pynq_server_clears_fresh_buffers(small, monkeypatch):
         with RemoteDevice(srv.url, token=TOKEN) as dev:
             b = dev.alloc(5000)
             assert not dev.read(b, 0, 5000).any()
-            dev.free(b)  # (PynqDevice.free compares buffers with ==: one at a time here)
+            dev.free(b)
             with Runtime(dev, prog) as rt:
                 assert_same(rt.run(ins), golden.run(g, ins))
     finally:
         srv.close()
+
+
+def test_pynq_frees_one_of_several_buffers(small, monkeypatch):
+    """PynqDevice.free once compared buffers with == and raised on two live buffers of different sizes."""
+    monkeypatch.setitem(sys.modules, "pynq", _fake_pynq(U96))
+    dev = open_backend("pynq", bitfile="codenet.bit")
+    a, b, c = dev.alloc(5000), dev.alloc(100), dev.alloc(9000)
+    dev.free(a)
+    dev.write(c, 0, b"\x01\x02")
+    assert list(dev.read(c, 0, 2)) == [1, 2] and len(dev._buffers) == 2 and all(x is not a.handle for x in dev._buffers)
+    dev.free(c)
+    dev.free(b)
+    assert dev._buffers == []
+    dev.close()
 
 
 # --------------------------------------------------------------------------- the RTL simulation behind the server
