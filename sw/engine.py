@@ -367,9 +367,10 @@ PRESETS: dict[str, EngineConfig] = {
 }
 # PYNQ-Z2 (XC7Z020: 220 DSP48E1, 140 RAMB36): the ulx3s engine at 100 MHz, its products in DSP48E1s.
 PRESETS["pynqz2"] = dataclasses.replace(PRESETS["ulx3s"], name="pynqz2", clock_mhz=100, pw_mul="dsp", dw_mul="dsp")
-# KV260 (K26: 144 RAMB36, and 64 URAM that the flow does not infer): ultra96's arrays with a line
-# buffer for 256-pixel rows, about half of ultra96's block RAM in the window unit.
-PRESETS["kv260"] = dataclasses.replace(PRESETS["ultra96"], name="kv260", max_width=256)
+# KV260 (K26: 144 RAMB36; Yosys infers none of its 64 URAM): ultra96's 16-lane line buffer takes
+# 114 RAMB36 alone whatever max_width is (a 128-bit row is two RAMB36 wide), 170 in all, so the K26
+# gets the 8-lane engine at 250 MHz, with ultra96's channel limit so that CoDeNet-2x compiles.
+PRESETS["kv260"] = dataclasses.replace(PRESETS["pynqz2"], name="kv260", clock_mhz=250, max_channels=2304, wbuf_depth=1024, dma_fifo_beats=512)
 
 
 def preset(name: str) -> EngineConfig:
