@@ -370,7 +370,9 @@ PRESETS["pynqz2"] = dataclasses.replace(PRESETS["ulx3s"], name="pynqz2", clock_m
 # KV260 (K26: 144 RAMB36; Yosys infers none of its 64 URAM): ultra96's 16-lane line buffer takes
 # 114 RAMB36 alone whatever max_width is (a 128-bit row is two RAMB36 wide), 170 in all, so the K26
 # gets the 8-lane engine at 250 MHz, with ultra96's channel limit so that CoDeNet-2x compiles.
-PRESETS["kv260"] = dataclasses.replace(PRESETS["pynqz2"], name="kv260", clock_mhz=250, max_channels=2304, wbuf_depth=1024, dma_fifo_beats=512)
+PRESETS["kv260"] = dataclasses.replace(
+    PRESETS["pynqz2"], name="kv260", clock_mhz=250, max_channels=2304, wbuf_depth=1024, dma_fifo_beats=512
+)
 
 
 def preset(name: str) -> EngineConfig:
