@@ -346,7 +346,8 @@ PRESETS: dict[str, EngineConfig] = {
         pw_mul="dsp_packed2",
         dw_mul="dsp",
     ),
-    # ULX3S (ECP5-85F): 8 lanes, 64-bit DRAM port; MULT9X9 blocks are plentiful for 8 lanes.
+    # ULX3S (ECP5-85F): 8 lanes, 64-bit DRAM port. Yosys maps every product to a whole
+    # MULT18X18D (190 > 156 on the 85F), so the 64 pointwise products go to LUTs (docs/synthesis.md).
     "ulx3s": EngineConfig(
         name="ulx3s",
         pw_ic=8,
@@ -361,7 +362,7 @@ PRESETS: dict[str, EngineConfig] = {
         dma_fifo_beats=128,
         max_burst_beats=16,
         clock_mhz=50,
-        pw_mul="dsp",
+        pw_mul="lut",
         dw_mul="dsp",
     ),
 }
