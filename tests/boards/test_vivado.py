@@ -559,7 +559,7 @@ def test_cli_build_human_output(tmp_path, fast_gen):
     assert "build.sh" in r.output and "kv260" in r.output
 
 
-@pytest.mark.parametrize("name", ["ulx3s", "nope"])
-def test_cli_build_refuses_boards_outside_the_vivado_flow(tmp_path, name):
-    r = CliRunner().invoke(cli.main, ["build", "--board", name, "-o", str(tmp_path / "x")])
-    assert r.exit_code != 0 and repr(name) in r.output and "ultra96v2" in r.output
+def test_cli_build_refuses_an_unknown_board(tmp_path):
+    # (ulx3s goes to the ECP5 bitstream flow: tests/boards/test_ecp5.py)
+    r = CliRunner().invoke(cli.main, ["build", "--board", "nope", "-o", str(tmp_path / "x")])
+    assert r.exit_code != 0 and "'nope'" in r.output and "ultra96v2" in r.output
