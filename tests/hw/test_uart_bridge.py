@@ -19,24 +19,7 @@ from codenet.hw.system import EngineSystem
 from codenet.sw import engine as E
 from codenet.sw import golden
 
-#: the bitstream test's configuration (tests/boards/test_synth.py MICRO): 4 lanes, 16 x 16, D = 1
-CFG = E.EngineConfig(
-    name="micro",
-    pw_ic=4,
-    pw_oc=4,
-    dw_lanes=4,
-    axi_data_bits=32,
-    max_width=16,
-    max_channels=16,
-    max_dilation=1,
-    max_offset=0,
-    wbuf_depth=8,
-    dma_fifo_beats=16,
-    max_burst_beats=4,
-    clock_mhz=50,
-    pw_mul="dsp",
-    dw_mul="dsp",
-)
+CFG = E.preset("micro")  # the bitstream test's engine
 DIV = 8  # cycles per bit
 TIMEOUT = 400  # cycles of silence that drop a request
 RAM = 4096
