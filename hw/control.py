@@ -51,32 +51,55 @@ def _ceil_div_pow2(v, lg):
 
 
 def _command_stage(m, port, name):
-    """A registered DMA command stage: returns (source fields, source valid, taken).
+    """A pipelined DMA command stage: returns (source fields, source valid, taken, busy, clear
+    statements, free).
 
-    A source drives the fields and `valid`; the stage registers the command, with
-    ``addr = base + y * ystride + goff``, whenever the DMA's command port is free, and
-    `taken` tells the source that its command was registered.
+    A source drives the fields and `valid`; `taken` tells it that its command was
+    registered; `free` (taken = valid & free) gives a source selected by registered
+    conditions a `ready` that does not depend on its own `valid`. The command then goes
+    through three registered steps so that no step has more than one multiplier or one adder
+    behind a register (50 MHz on ECP5): the fields (A), the products ``y * ystride`` and
+    ``x * xstride`` and ``base + goff`` (B), their sum ``addr`` on the DMA's command port
+    (C). One command per cycle; `busy` is 1 while any step holds one.
     """
     fields = {k: Signal(32, name=f"{name}_{k}") for k in ("base", "ystride", "goff", "nbytes", "count", "stride")}
     fields["y"] = Signal(16, name=f"{name}_y")  # a row index: 16 x 32-bit multiply
+    fields["x"] = Signal(16, name=f"{name}_x")  # a pixel or group index: 16 x 16-bit multiply
+    fields["xstride"] = Signal(16, name=f"{name}_xstride")
     has_tag = "tag" in port.payload.shape().members
     if has_tag:
         fields["tag"] = Signal(port.payload.tag.shape(), name=f"{name}_tag")
+    passed = ["nbytes", "count", "stride"] + (["tag"] if has_tag else [])
     valid, taken = Signal(name=f"{name}_valid"), Signal(name=f"{name}_taken")
+    a = {k: Signal.like(v, name=f"{name}_a_{k}") for k, v in fields.items()}
+    b = {k: Signal.like(fields[k], name=f"{name}_b_{k}") for k in passed}
+    b_yprod, b_xprod, b_sum = Signal(32, name=f"{name}_b_yprod"), Signal(32, name=f"{name}_b_xprod"), Signal(32, name=f"{name}_b_sum")
+    a_valid, b_valid = Signal(name=f"{name}_a_valid"), Signal(name=f"{name}_b_valid")
+    c_free = ~port.valid | port.ready
+    b_go = b_valid & c_free
+    a_go = a_valid & (~b_valid | b_go)
+    free = Signal(name=f"{name}_free")
+    m.d.comb += [free.eq(~a_valid | a_go), taken.eq(valid & free)]
     with m.If(port.valid & port.ready):
         m.d.sync += port.valid.eq(0)
-    m.d.comb += taken.eq(valid & (~port.valid | port.ready))
-    with m.If(taken):
+    with m.If(b_go):
+        m.d.sync += [b_valid.eq(0), port.valid.eq(1), port.payload.addr.eq(b_sum + b_yprod + b_xprod)]
+        m.d.sync += [getattr(port.payload, k).eq(b[k]) for k in passed]
+    with m.If(a_go):
         m.d.sync += [
-            port.valid.eq(1),
-            port.payload.addr.eq(fields["base"] + fields["y"] * fields["ystride"] + fields["goff"]),
-            port.payload.nbytes.eq(fields["nbytes"]),
-            port.payload.count.eq(fields["count"]),
-            port.payload.stride.eq(fields["stride"]),
+            b_valid.eq(1),
+            b_yprod.eq(a["y"] * a["ystride"]),
+            b_xprod.eq(a["x"] * a["xstride"]),
+            b_sum.eq(a["base"] + a["goff"]),
         ]
-        if has_tag:
-            m.d.sync += port.payload.tag.eq(fields["tag"])
-    return fields, valid, taken
+        m.d.sync += [b[k].eq(a[k]) for k in passed]
+    # step A loads whenever it is free, valid or not: its enable then depends on the stage's
+    # own registers only, not on the sources' selection logic (timing)
+    with m.If(free):
+        m.d.sync += [a_valid.eq(valid)] + [a[k].eq(v) for k, v in fields.items()]
+    busy = a_valid | b_valid | port.valid
+    clear = [a_valid.eq(0), b_valid.eq(0), port.valid.eq(0)]
+    return fields, valid, taken, busy, clear, free
 
 
 class Controller(wiring.Component):
@@ -104,7 +127,11 @@ class Controller(wiring.Component):
 
     # ------------------------------------------------------------------ validation
     def _check(self, m, f, index):
-        """ErrorCode of the descriptor held in `f` (field name -> Value), as check_descriptor."""
+        """ErrorCode of the descriptor held in `f` (field name -> Value), as check_descriptor.
+
+        Two steps for timing: every check's flag (and the weight-word product) is registered
+        in the last FETCH cycle, the compare and the priority of the codes follow in CHECK.
+        """
         cfg = self.cfg
         L = cfg.lanes
         lg = L.bit_length() - 1
@@ -165,13 +192,28 @@ class Controller(wiring.Component):
         octs = _ceil_div_pow2(f["out_c"], lg)
         icts = Mux(is_op(E.Op.CONV3X3), _ceil_div_pow2(9 << cs_log2, lg), _ceil_div_pow2(f["in_c"], lg))
         words = Signal(32)
-        m.d.comb += words.eq((octs * icts) << f["w8"])
+        m.d.sync += words.eq((octs * icts) << f["w8"])
         limit_bad = (f["in_c"] > cfg.max_channels) | (f["out_c"] > cfg.max_channels)
         limit_bad = limit_bad | (window & (f["in_w"] > cfg.max_width))
         limit_bad = limit_bad | (is_op(E.Op.CONV3X3) & (f["in_c"] > L))
         limit_bad = limit_bad | (square & (f["max_dilation"] > cfg.max_dilation))
         limit_bad = limit_bad | (offs & ((cfg.max_offset == 0) | (f["max_offset"] > cfg.max_offset)))
-        limit_bad = limit_bad | (is_op(E.Op.CONV1X1, E.Op.CONV3X3) & (words > cfg.wbuf_depth))
+        flags = {
+            "magic_ok": magic_ok,
+            "op_ok": op_ok,
+            "field_bad": field_bad,
+            "end": is_op(E.Op.END),
+            "shift_bad": shift_bad,
+            "view_bad": view_bad,
+            "shape_bad": shape_bad,
+            "limit_bad": limit_bad,
+            "pw": is_op(E.Op.CONV1X1, E.Op.CONV3X3),
+        }
+        q = {k: Signal(name=f"chk_{k}") for k in flags}
+        m.d.sync += [q[k].eq(v) for k, v in flags.items()]
+        magic_ok, op_ok, field_bad, shift_bad = q["magic_ok"], q["op_ok"], q["field_bad"], q["shift_bad"]
+        view_bad, shape_bad = q["view_bad"], q["shape_bad"]
+        limit_bad = q["limit_bad"] | (q["pw"] & (words > cfg.wbuf_depth))
 
         code = Signal(8)
         EC = E.ErrorCode
@@ -181,7 +223,7 @@ class Controller(wiring.Component):
             m.d.comb += code.eq(EC.BAD_OP)
         with m.Elif(field_bad):
             m.d.comb += code.eq(EC.BAD_FIELD)
-        with m.Elif(is_op(E.Op.END)):
+        with m.Elif(q["end"]):
             m.d.comb += code.eq(EC.NONE)
         with m.Elif(shift_bad):
             m.d.comb += code.eq(EC.BAD_FIELD)
@@ -215,6 +257,10 @@ class Controller(wiring.Component):
         self.state = state = Signal(St)
         index = Signal(32)
         m.d.comb += self.desc_index.eq(index)
+        # The checks and everything decoded from the descriptor are registered: the words are
+        # complete in the last FETCH cycle (fetch_beats == DESC_BYTES / L), so the registered
+        # check flags are valid in CHECK and the registered unit settings from EXEC on, with no
+        # extra cycle; nothing downstream sees the descriptor through more than one register.
         check_code = self._check(m, f, index)
 
         # ------------------------------------------------------------ op decode
@@ -224,22 +270,28 @@ class Controller(wiring.Component):
                 r = r | (op == int(o))
             return r
 
-        is_c1 = is_op(E.Op.CONV1X1)
-        is_c3 = is_op(E.Op.CONV3X3)
-        is_pw = is_c1 | is_c3
-        is_win = is_op(E.Op.DWCONV3X3, E.Op.DEFORM_SQUARE, E.Op.DEFORM_OFFSETS, E.Op.MAXPOOL3X3)
-        is_move = is_op(E.Op.COPY, E.Op.UPSAMPLE2X)
-        is_offs = is_op(E.Op.DEFORM_OFFSETS)
-        groups = Signal(16)
-        m.d.comb += groups.eq(Mux(is_win, _ceil_div_pow2(f["in_c"], lg), 1))
-        octs = Signal(16)
-        m.d.comb += octs.eq(_ceil_div_pow2(f["out_c"], lg))
-        ict = Signal(range(max(cfg.ktiles_max, 9) + 1))
-        m.d.comb += ict.eq(Mux(is_c3, win.ict, _ceil_div_pow2(f["in_c"], lg)))
-        wwords = Signal(32)
-        m.d.comb += wwords.eq((octs * ict) << f["w8"])
+        def reg(value, shape=1, name=None):
+            q = Signal(shape, name=name)
+            m.d.sync += q.eq(value)
+            return q
 
-        # unit settings (held while the descriptor runs)
+        win_ops = (E.Op.DWCONV3X3, E.Op.DEFORM_SQUARE, E.Op.DEFORM_OFFSETS, E.Op.MAXPOOL3X3)
+        is_c1 = reg(is_op(E.Op.CONV1X1), name="is_c1")
+        is_c3 = reg(is_op(E.Op.CONV3X3), name="is_c3")
+        is_pw = reg(is_op(E.Op.CONV1X1, E.Op.CONV3X3), name="is_pw")
+        is_win = reg(is_op(*win_ops), name="is_win")
+        is_move = reg(is_op(E.Op.COPY, E.Op.UPSAMPLE2X), name="is_move")
+        is_offs = reg(is_op(E.Op.DEFORM_OFFSETS), name="is_offs")
+        groups = reg(Mux(is_op(*win_ops), _ceil_div_pow2(f["in_c"], lg), 1), 16, name="groups")
+        octs = reg(_ceil_div_pow2(f["out_c"], lg), 16, name="octs")
+        ict_c = Mux(is_op(E.Op.CONV3X3), _ceil_div_pow2(9 << cs_log2, lg), _ceil_div_pow2(f["in_c"], lg))  # win.ict for CONV3X3
+        ict = reg(ict_c, range(max(cfg.ktiles_max, 9) + 1), name="ict")
+        wwords = reg((octs * ict) << f["w8"], 32, name="wwords")  # from registers: valid from EXEC on, used only there
+        out_h_m1 = reg(f["out_h"] - 1, 16, name="out_h_m1")  # wrap values of the row counters
+        in_h_m1 = reg(f["in_h"] - 1, 16, name="in_h_m1")
+        groups_m1 = reg(groups - 1, 16, name="groups_m1")  # from a register: valid from EXEC on
+
+        # unit settings (held while the descriptor runs; registered, see above)
         mode = Signal(3)
         with m.Switch(op):
             with m.Case(int(E.Op.CONV3X3)):
@@ -252,12 +304,12 @@ class Controller(wiring.Component):
                 m.d.comb += mode.eq(WinMode.MAXPOOL)
             with m.Default():
                 m.d.comb += mode.eq(WinMode.DW)
-        m.d.comb += [
+        m.d.sync += [
             win.mode.eq(mode),
             win.stride_log2.eq(f["stride"]),
             win.in_h.eq(f["in_h"]),
             win.in_w.eq(f["in_w"]),
-            win.groups.eq(groups),
+            win.groups.eq(Mux(is_op(*win_ops), _ceil_div_pow2(f["in_c"], lg), 1)),
             win.dmax.eq(f["max_dilation"]),
             win.rmax.eq(f["max_offset"]),
             win.cs_log2.eq(cs_log2),
@@ -265,8 +317,8 @@ class Controller(wiring.Component):
             win.w8.eq(f["w8"]),
             win.shift.eq(f["shift"]),
             win.relu.eq(f["relu"]),
-            pw.ict.eq(ict),
-            pw.oct.eq(octs),
+            pw.ict.eq(ict_c),
+            pw.oct.eq(_ceil_div_pow2(f["out_c"], lg)),
             pw.w8.eq(f["w8"]),
             pw.in_signed.eq(f["in_signed"]),
             pw.shift.eq(f["shift"]),
@@ -278,12 +330,12 @@ class Controller(wiring.Component):
         ]
 
         # ------------------------------------------------------------ command sources
-        # each source offers (base, y, ystride, goff, nbytes, count, stride[, tag]); the
-        # address addr = base + y * ystride + goff is formed in the registered stage
+        # each source offers (base, goff, y, ystride, x, xstride, nbytes, count, stride[, tag]);
+        # the address addr = base + goff + y * ystride + x * xstride is formed in the stage
         cmd, wcmd = rd.cmd, wr.cmd
-        src, src_valid, src_take = _command_stage(m, cmd, "rsrc")
+        src, src_valid, src_take, src_busy, src_clear, src_free = _command_stage(m, cmd, "rsrc")
         src_tag = src["tag"]
-        wsrc, wsrc_valid, wsrc_take = _command_stage(m, wcmd, "wsrc")
+        wsrc, wsrc_valid, wsrc_take, wsrc_busy, wsrc_clear, wsrc_free = _command_stage(m, wcmd, "wsrc")
 
         # ------------------------------------------------------------ phase state inside EXEC
         fetch_sent = Signal()
@@ -291,6 +343,7 @@ class Controller(wiring.Component):
         load_step = Signal(2)  # CONV: 0 params, 1 weights, 2 done
         started = Signal()  # unit start pulse given
         rrow = Signal(16)  # CONV1X1 pixel rows requested
+        rows_left = Signal()  # rrow < in_h, kept as a flag
         wg = Signal(16)  # output writes: group
         wy = Signal(16)  # output writes: row
         wdone = Signal()  # all output write commands issued
@@ -301,7 +354,7 @@ class Controller(wiring.Component):
             m.d.comb += [
                 src_valid.eq(1),
                 src["base"].eq(self.prog_addr),
-                src["goff"].eq(index * E.DESC_BYTES),
+                src["goff"].eq(index << (E.DESC_BYTES.bit_length() - 1)),
                 src["nbytes"].eq(E.DESC_BYTES),
                 src["count"].eq(1),
                 src_tag.eq(Tag.DESC),
@@ -316,7 +369,7 @@ class Controller(wiring.Component):
                 m.d.comb += [src["base"].eq(f["weight_addr"]), src["nbytes"].eq(wwords << (2 * lg - 1)), src_tag.eq(Tag.PW_WEIGHTS)]
             with m.If(src_take):
                 m.d.sync += load_step.eq(load_step + 1)
-        with m.Elif((state == St.EXEC) & is_c1 & (rrow < f["in_h"])):
+        with m.Elif((state == St.EXEC) & is_c1 & rows_left):
             m.d.comb += [
                 src_valid.eq(1),
                 src["base"].eq(f["in_addr"]),
@@ -328,17 +381,17 @@ class Controller(wiring.Component):
                 src_tag.eq(Tag.PIX),
             ]
             with m.If(src_take):
-                m.d.sync += rrow.eq(rrow + 1)
+                m.d.sync += [rrow.eq(rrow + 1), rows_left.eq(rrow != in_h_m1)]
         with m.Elif((state == St.EXEC) & (is_win | is_c3) & started):
             req = win.req.payload
             g = req.group
-            m.d.comb += [src_valid.eq(win.req.valid), win.req.ready.eq(src_take), src_tag.eq(Tag.WIN), src["count"].eq(1)]
+            m.d.comb += [src_valid.eq(win.req.valid), src_tag.eq(Tag.WIN), src["count"].eq(1)]
             with m.Switch(req.kind):
                 with m.Case(Req.WEIGHTS):
                     per = Mux(f["w8"], 9 * L, 5 * L)
-                    m.d.comb += [src["base"].eq(f["weight_addr"]), src["goff"].eq(g * per), src["nbytes"].eq(per)]
+                    m.d.comb += [src["base"].eq(f["weight_addr"]), src["x"].eq(g), src["xstride"].eq(per), src["nbytes"].eq(per)]
                 with m.Case(Req.PARAMS):
-                    m.d.comb += [src["base"].eq(f["param_addr"]), src["goff"].eq(g * (6 * L)), src["nbytes"].eq(6 * L)]
+                    m.d.comb += [src["base"].eq(f["param_addr"]), src["x"].eq(g), src["xstride"].eq(6 * L), src["nbytes"].eq(6 * L)]
                 with m.Case(Req.ROW):
                     left = f["in_c"] - (g << lg)
                     m.d.comb += [
@@ -360,27 +413,35 @@ class Controller(wiring.Component):
             req = move.rreq.payload
             m.d.comb += [
                 src_valid.eq(move.rreq.valid),
-                move.rreq.ready.eq(src_take),
                 src["base"].eq(f["in_addr"]),
                 src["y"].eq(req.y),
                 src["ystride"].eq(f["in_rs"]),
-                src["goff"].eq(req.x * f["in_ps"]),
+                src["x"].eq(req.x),
+                src["xstride"].eq(f["in_ps"]),
                 src["nbytes"].eq(f["in_c"]),
                 src["count"].eq(req.count),
                 src["stride"].eq(f["in_ps"]),
                 src_tag.eq(Tag.MOVE),
             ]
 
+        # the units' request streams see `ready` from registered conditions only (their
+        # branches above and below are exclusive with the others)
+        m.d.comb += [
+            win.req.ready.eq((state == St.EXEC) & (is_win | is_c3) & started & src_free),
+            move.rreq.ready.eq((state == St.EXEC) & is_move & started & src_free),
+            move.wreq.ready.eq((state == St.EXEC) & is_move & started & wsrc_free),
+        ]
+
         # ------------------------------------------------------------ write command sources
         with m.If((state == St.EXEC) & is_move & started):
             req = move.wreq.payload
             m.d.comb += [
                 wsrc_valid.eq(move.wreq.valid),
-                move.wreq.ready.eq(wsrc_take),
                 wsrc["base"].eq(f["out_addr"]),
                 wsrc["y"].eq(req.y),
                 wsrc["ystride"].eq(f["out_rs"]),
-                wsrc["goff"].eq(req.x * f["out_ps"]),
+                wsrc["x"].eq(req.x),
+                wsrc["xstride"].eq(f["out_ps"]),
                 wsrc["nbytes"].eq(f["out_c"]),
                 wsrc["count"].eq(req.count),
                 wsrc["stride"].eq(f["out_ps"]),
@@ -398,9 +459,9 @@ class Controller(wiring.Component):
                 wsrc["stride"].eq(f["out_ps"]),
             ]
             with m.If(wsrc_take):
-                with m.If(wy == f["out_h"] - 1):
+                with m.If(wy == out_h_m1):
                     m.d.sync += [wy.eq(0), wg.eq(wg + 1)]
-                    with m.If(wg == groups - 1):
+                    with m.If(wg == groups_m1):
                         m.d.sync += wdone.eq(1)
                 with m.Else():
                     m.d.sync += wy.eq(wy + 1)
@@ -448,7 +509,7 @@ class Controller(wiring.Component):
         # an op has finished when every output write was issued and acknowledged and no
         # read is left (exec_cycles: the units have seen their start)
         finished = Signal()
-        drained = ~wcmd.valid & wr.idle & rd.idle & ~cmd.valid & (exec_cycles == 3)
+        drained = ~wsrc_busy & wr.idle & rd.idle & ~src_busy & (exec_cycles == 3)
         m.d.comb += finished.eq((state == St.EXEC) & drained & Mux(is_move, started & move.done, wdone))
         err_code = Signal(8)
         dma_err = rd.error | wr.error
@@ -474,16 +535,17 @@ class Controller(wiring.Component):
             m.d.sync += wd_count.eq(wd_count + 1)
 
         m.d.comb += [rd.abort.eq(state == St.DRAIN), wr.abort.eq(state == St.DRAIN)]
+        m.d.sync += [pw.clear.eq(0), self.dp_reset.eq(0), win.start.eq(0), move.start.eq(0)]
         with m.Switch(state):
             with m.Case(St.IDLE):
                 with m.If(self.start):
                     m.d.sync += [self.done.eq(0), self.error.eq(0), self.err_desc.eq(0), self.err_addr.eq(0), index.eq(0)]
                     # a run that ended in an error may have left a command the stopped DMA never took
-                    m.d.sync += [cmd.valid.eq(0), wcmd.valid.eq(0)]
+                    m.d.sync += src_clear + wsrc_clear
                     with m.If((self.prog_len == 0) | (self.prog_addr[:6] != 0)):
                         finish(EC.BAD_PROGRAM)
                     with m.Else():
-                        m.d.comb += self.dp_reset.eq(1)
+                        m.d.sync += self.dp_reset.eq(1)  # registered (it resets every unit): in FETCH's first cycle, units and DMA idle
                         m.d.sync += [state.eq(St.FETCH), fetch_sent.eq(0), fetch_beats.eq(0)]
             with m.Case(St.FETCH):
                 with m.If(fetch_beats == E.DESC_BYTES // L):
@@ -495,15 +557,17 @@ class Controller(wiring.Component):
                     finish(EC.NONE)
                 with m.Else():
                     m.d.sync += [state.eq(St.EXEC), load_step.eq(0), started.eq(0), rrow.eq(0), wg.eq(0), wy.eq(0), wdone.eq(0)]
+                    m.d.sync += rows_left.eq(1)  # in_h >= 1: the view check passed
                     m.d.sync += exec_cycles.eq(0)
-                    m.d.comb += pw.clear.eq(1)
+                    m.d.sync += pw.clear.eq(1)  # registered (a wide reset): it takes effect in EXEC's first cycle, before any load
             with m.Case(St.EXEC):
                 with m.If(exec_cycles != 3):
                     m.d.sync += exec_cycles.eq(exec_cycles + 1)
                 # units start once the pointwise loads (if any) have been requested
                 with m.If(~started & (~is_pw | (load_step == 2))):
                     m.d.sync += started.eq(1)
-                    m.d.comb += [win.start.eq(is_win | is_c3), move.start.eq(is_move)]
+                    # registered: the units see it one cycle later (exec_cycles covers that)
+                    m.d.sync += [win.start.eq(is_win | is_c3), move.start.eq(is_move)]
                 with m.If(finished):
                     m.d.sync += [index.eq(index + 1), fetch_sent.eq(0), fetch_beats.eq(0)]
                     with m.If(index + 1 == self.prog_len):
@@ -513,8 +577,9 @@ class Controller(wiring.Component):
             with m.Case(St.DRAIN):
                 with m.If(rd.idle & wr.idle):
                     finish(err_code)
-        # DMA errors (window, bus) end the run from any state
-        with m.If((state != St.IDLE) & (state != St.DRAIN) & dma_err):
+        # DMA errors (window, bus) end the run from any state; not in FETCH's first cycle, while
+        # the registered datapath reset clears what a previous run's error left in the DMA
+        with m.If((state != St.IDLE) & (state != St.DRAIN) & dma_err & ~self.dp_reset):
             fail(Mux(rd.bus_error | wr.bus_error, EC.BUS_ERROR, Mux(rd.error, EC.READ_WINDOW, EC.WRITE_WINDOW)))
             m.d.sync += self.err_addr.eq(Mux(rd.error, rd.err_addr, wr.err_addr))
         with m.If((state != St.IDLE) & wd_fire):
@@ -535,10 +600,15 @@ class Controller(wiring.Component):
             "desc_done": finished,
             "stall_dma": (state == St.EXEC) & ~(pw.mac_step | win.step | move.step),
         }
+        # the increments are registered (the events come from deep in the units, the adders are
+        # 64 bits): every counter lags one cycle, and the last busy cycle's increment lands in
+        # the first idle one; START clears both
         for name, _ in E.PERF_COUNTERS:
             sig = getattr(perf, name.lower())
+            inc = Signal(range(L + 1) if name in ("BYTES_RD", "BYTES_WR") else 1, name=f"inc_{name.lower()}")
+            m.d.sync += inc.eq(Mux(state != St.IDLE, counts[name.lower()], 0))
             with m.If((state == St.IDLE) & self.start):
                 m.d.sync += sig.eq(0)
-            with m.Elif(state != St.IDLE):
-                m.d.sync += sig.eq(sig + counts[name.lower()])
+            with m.Else():
+                m.d.sync += sig.eq(sig + inc)
         return m

@@ -19,6 +19,7 @@ from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..sw.engine import EngineConfig
+from .skid import Skid
 
 __all__ = ["MoveUnit", "RUN_LAYOUT"]
 
@@ -51,15 +52,20 @@ class MoveUnit(wiring.Component):
         K = cfg.ktiles_max
         busy = Signal()
         m.d.comb += self.done.eq(~busy)
+        # the settings are held while an op runs: the counters' wrap values are registered
+        in_h_m1, in_w_m1 = Signal(16), Signal(16)
+        m.d.sync += [in_h_m1.eq(self.in_h - 1), in_w_m1.eq(self.in_w - 1)]
 
         # ------------------------------------------------------------ read requests: one per input row
         rrow = Signal(16)
         rreq_busy = Signal()
         with m.If(self.rreq.valid & self.rreq.ready):
             m.d.sync += self.rreq.valid.eq(0)
-        with m.If(rreq_busy & (~self.rreq.valid | self.rreq.ready)):
+        # requests go out at most every other cycle: `ready` (from the sequencer's command
+        # stage) then reaches only `valid`, not the request logic (timing)
+        with m.If(rreq_busy & ~self.rreq.valid):
             m.d.sync += [self.rreq.valid.eq(1), self.rreq.payload.y.eq(rrow), rrow.eq(rrow + 1)]
-            with m.If(rrow == self.in_h - 1):
+            with m.If(rrow == in_h_m1):
                 m.d.sync += rreq_busy.eq(0)
         m.d.comb += [self.rreq.payload.x.eq(0), self.rreq.payload.count.eq(self.in_w)]
 
@@ -80,16 +86,21 @@ class MoveUnit(wiring.Component):
         px = Signal(16)  # input pixel being written out
         py = Signal(16)
 
+        # the output goes through a register slice: COPY's pass-through otherwise chains the
+        # DMA write FIFO's `ready` into the read engine
+        m.submodules.wd_skid = wd_skid = Skid(unsigned(8 * cfg.lanes))
+        wiring.connect(m, wd_skid.o, wiring.flipped(self.wd))
+        wd = wd_skid.i
         m.d.comb += [
             wp.addr.eq(Mux(wbank, K, 0) + widx),
             wp.data.eq(self.rd.payload),
         ]
         with m.If(~self.upsample):
             m.d.comb += [
-                self.wd.valid.eq(self.rd.valid),
-                self.wd.payload.eq(self.rd.payload),
-                self.rd.ready.eq(self.wd.ready),
-                self.step.eq(self.rd.valid & self.wd.ready),
+                wd.valid.eq(self.rd.valid),
+                wd.payload.eq(self.rd.payload),
+                self.rd.ready.eq(wd.ready),
+                self.step.eq(self.rd.valid & wd.ready),
             ]
         with m.Else():
             m.d.comb += [self.rd.ready.eq(~full.bit_select(wbank, 1)), wp.en.eq(self.rd.valid & self.rd.ready)]
@@ -101,12 +112,12 @@ class MoveUnit(wiring.Component):
                     m.d.sync += widx.eq(widx + 1)
             # replay: read address presented one cycle ahead of the output register
             out_v = Signal()
-            m.d.comb += self.wd.valid.eq(out_v)
+            m.d.comb += wd.valid.eq(out_v)
             adv = Signal()
-            m.d.comb += adv.eq(full.bit_select(rbank, 1) & (~out_v | self.wd.ready))
-            m.d.comb += [rp.addr.eq(Mux(rbank, K, 0) + ridx), rp.en.eq(adv | ~out_v | self.wd.ready)]
-            m.d.comb += [self.wd.payload.eq(rp.data), self.step.eq(self.wd.valid & self.wd.ready)]
-            with m.If(self.wd.ready & out_v):
+            m.d.comb += adv.eq(full.bit_select(rbank, 1) & (~out_v | wd.ready))
+            m.d.comb += [rp.addr.eq(Mux(rbank, K, 0) + ridx), rp.en.eq(adv | ~out_v | wd.ready)]
+            m.d.comb += [wd.payload.eq(rp.data), self.step.eq(wd.valid & wd.ready)]
+            with m.If(wd.ready & out_v):
                 m.d.sync += out_v.eq(0)
             with m.If(adv):
                 m.d.sync += out_v.eq(1)
@@ -125,12 +136,12 @@ class MoveUnit(wiring.Component):
         wreq_busy = Signal()
         with m.If(self.wreq.valid & self.wreq.ready):
             m.d.sync += self.wreq.valid.eq(0)
-        fire = wreq_busy & (~self.wreq.valid | self.wreq.ready)
+        fire = wreq_busy & ~self.wreq.valid
         with m.If(fire):
             m.d.sync += self.wreq.valid.eq(1)
             with m.If(~self.upsample):
                 m.d.sync += [self.wreq.payload.y.eq(wrow), self.wreq.payload.x.eq(0), self.wreq.payload.count.eq(self.in_w)]
-                with m.If(wrow == self.in_h - 1):
+                with m.If(wrow == in_h_m1):
                     m.d.sync += wreq_busy.eq(0)
                 m.d.sync += wrow.eq(wrow + 1)
             with m.Else():
@@ -141,9 +152,9 @@ class MoveUnit(wiring.Component):
                     wstage.eq(~wstage),
                 ]
                 with m.If(wstage):
-                    with m.If(px == self.in_w - 1):
+                    with m.If(px == in_w_m1):
                         m.d.sync += [px.eq(0), py.eq(py + 1)]
-                        with m.If(py == self.in_h - 1):
+                        with m.If(py == in_h_m1):
                             m.d.sync += wreq_busy.eq(0)
                     with m.Else():
                         m.d.sync += px.eq(px + 1)
@@ -151,7 +162,9 @@ class MoveUnit(wiring.Component):
         # ------------------------------------------------------------ completion: every beat written
         out_beats = Signal(40)
         total = Signal(40)
-        m.d.comb += total.eq(self.in_h * self.in_w * self.nbp * Mux(self.upsample, 4, 1))
+        pixels = Signal(32)  # two registers after the settings: `total` is used only once the last write request is out
+        prod = pixels * self.nbp
+        m.d.sync += [pixels.eq(self.in_h * self.in_w), total.eq(Mux(self.upsample, prod << 2, prod))]
         with m.If(self.wd.valid & self.wd.ready):
             m.d.sync += out_beats.eq(out_beats + 1)
         with m.If(busy & ~rreq_busy & ~wreq_busy & (out_beats == total)):

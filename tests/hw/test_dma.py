@@ -281,3 +281,32 @@ def test_reader_aligned_single_beats_stream(nbytes):
     got, log = run_reader(cmds, [(0x1000, 0x1000, 1, 0)], mem, seed=nbytes)
     want = expected_read(cmds, mem)
     assert [simkit.beat_to_bytes(g[0], L)[: w[0].size] for g, w in zip(got, want)] == [list(w[0]) for w in want]
+
+
+def test_long_unaligned_chunks_split_into_bursts_at_pages():
+    """Chunks longer than a burst, unaligned, across 4 KiB pages, several per command: the
+    burst walk (lengths, page splits, the next chunk's set-up) and the per-burst W-beat
+    bookkeeping (input beats, strobes) of both engines."""
+    rng = np.random.default_rng(7)
+    mem = rng.integers(0, 256, size=MEM).astype(np.uint8)
+    # reader: up to 90 bytes = 23+ beats per chunk (max_burst_beats = 8), crossing 0x2000
+    rcmds = [(0x1FC0 + 1, 90, 3, 0x101, 1), (0x1FF0 + 3, 4 * L * 4 + 1, 2, 0x40, 2), (0x1000, 1, 5, 1, 3)]
+    got, log = run_reader(rcmds, [(0x1000, 0x2000, 1, 0)], mem, seed=7)
+    want = expected_read(rcmds, mem)
+    assert len(got) == len(want) and not log["error"]
+    for k, ((data, tag, last), (chunk, wtag, wlast)) in enumerate(zip(got, want)):
+        assert simkit.beat_to_bytes(data, L)[: chunk.size] == list(chunk), k
+        assert (tag, last) == (wtag, wlast), k
+    assert any(a % 4096 + n * L == 4096 for a, n in log["bursts"]), "no burst ended at a page boundary"
+    # writer: chunks of up to dma_fifo_beats input beats, more than max_burst_beats bus beats
+    n = CFG.dma_fifo_beats * L - 1
+    wcmds = [(0x1FD0 + 1, n, 2, n + 9, rng.integers(0, 256, size=(2, n))), (0x1FF8 + 6, 3 * L, 1, 0, rng.integers(0, 256, size=(1, 3 * L)))]
+    wcmds.append((0x1200 + 2, 1, 4, 3, rng.integers(0, 256, size=(4, 1))))
+    want_mem = mem.copy()
+    for addr, nbytes, count, stride, payload in wcmds:
+        for k in range(count):
+            want_mem[addr + k * stride : addr + k * stride + nbytes] = payload[k]
+    got_mem, wlog = run_writer(wcmds, [(0x1000, 0x2000, 0, 1)], mem, seed=7)
+    assert not wlog["error"]
+    assert np.array_equal(got_mem, want_mem)
+    assert wlog["strobed"] == sum(c[1] * c[2] for c in wcmds)

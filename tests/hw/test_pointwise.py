@@ -12,8 +12,10 @@ import random
 import numpy as np
 import pytest
 import simkit
+from amaranth import Module, Signal, signed
+from amaranth.sim import Simulator
 
-from codenet.hw.pointwise import PointwiseArray, packed_split_bits
+from codenet.hw.pointwise import PointwiseArray, packed_split_bits, shift_add_mul
 from codenet.sw import engine as E
 from codenet.sw import golden
 
@@ -119,10 +121,31 @@ def test_pointwise_random(pw_mul, w_bits):
         assert np.array_equal(got, want), (ic, oc, in_signed, relu, got, want)
 
 
+def test_shift_add_mul_is_a_product():
+    """The 'lut' mapping's multiplier: every 9-bit activation times every 5-bit weight."""
+    m = Module()
+    x, w, p = Signal(signed(9)), Signal(signed(5)), Signal(signed(14))
+    m.d.comb += p.eq(shift_add_mul(x, w))
+    sim = Simulator(m)
+    bad = []
+
+    async def bench(ctx):
+        for xv in range(-256, 256):
+            ctx.set(x, xv)
+            for wv in range(-16, 16):
+                ctx.set(w, wv)
+                if ctx.get(p) != xv * wv:
+                    bad.append((xv, wv, ctx.get(p)))
+
+    sim.add_testbench(bench)
+    sim.run()
+    assert not bad, bad[:5]
+
+
 def test_pointwise_dsp_mapping_and_extremes():
-    """Plain 'dsp' mapping; all-extreme operands stress the packed split bound too."""
+    """Each multiplier mapping on all-extreme operands (they stress the packed split bound too)."""
     ic, oc = 8, 4
-    for pw_mul in ("dsp", "dsp_packed2"):
+    for pw_mul in ("lut", "dsp", "dsp_packed2"):
         cfg = mini(pw_mul=pw_mul)
         w = np.full((oc, 1, 1, ic), -8)
         w[1] = 7
