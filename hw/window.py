@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import enum
 
-from amaranth import C, Cat, Module, Mux, Signal, signed, unsigned
+from amaranth import C, Cat, Module, Mux, Signal, Value, signed, unsigned
 from amaranth.lib import data, fifo, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -63,6 +63,15 @@ class Req(enum.IntEnum):
 REQ_LAYOUT = data.StructLayout({"kind": unsigned(2), "group": unsigned(16), "index": unsigned(16)})
 
 NB_OFF = {4: 5, 8: 3, 16: 2, 32: 1}  # beats per pixel of offsets (18 bytes)
+
+
+def _times(k: int, v: Value) -> Value:
+    """`k * v` for a tap index k in {-1, 0, 1}, as a negation or a wire: Yosys keeps `-1 * v`
+    as a multiplier, and on ECP5 that was a MULT18X18D on the engine's critical path (the
+    dilation map's read data to the taps' offsets, 26.8 ns against 20)."""
+    if k not in (-1, 0, 1):
+        raise ValueError(f"tap index must be -1, 0 or 1, got {k}")
+    return v if k == 1 else (-v if k == -1 else C(0, 1))
 
 
 def _log2(v: int) -> int:
@@ -394,8 +403,8 @@ class WindowUnit(wiring.Component):
                 ddx = Signal(signed(10), name=f"ddx{i}{j}")
                 with m.If(en):
                     m.d.sync += [
-                        ddy.eq(Mux(is_off, (i - 1) + dy, (i - 1) * dil)),
-                        ddx.eq(Mux(is_off, (j - 1) + dx, (j - 1) * dil)),
+                        ddy.eq(Mux(is_off, (i - 1) + dy, _times(i - 1, dil))),
+                        ddx.eq(Mux(is_off, (j - 1) + dx, _times(j - 1, dil))),
                     ]
                 m.d.comb += [
                     tap_row[i][j].eq(yc1b + ddy),

@@ -345,3 +345,49 @@ def test_window_case(ran, name):
     for g in range(case.layer.groups):
         idx = [r[2] for r in rows if r[1] == g]
         assert idx == sorted(set(idx)), "each input row is loaded once, in order"
+
+
+# ------------------------------------------------------------------ the taps' offsets
+
+
+@pytest.mark.parametrize("k", [-1, 0, 1])
+def test_tap_offset_is_a_negation_or_a_wire_not_a_multiplier(k):
+    """`(i - 1) * dil` for the top row / left column became a multiplier in Yosys (`-1 * v` is not
+    simplified), a MULT18X18D on the ulx3s engine's critical path at 37 MHz; `_times` must give
+    k * v for every v and put no `$mul` cell in the netlist."""
+    from amaranth.back import rtlil
+    from amaranth.sim import Simulator
+
+    from codenet.hw.window import _times
+
+    class Top(wiring.Component):
+        def __init__(self):
+            super().__init__({"v": In(unsigned(4)), "o": Out(range(-16, 16))})
+
+        def elaborate(self, platform):
+            m = Module()
+            m.d.comb += self.o.eq(_times(k, self.v))
+            return m
+
+    top = Top()
+    assert "$mul" not in rtlil.convert(Top())
+    seen = []
+
+    async def bench(ctx):
+        for v in range(16):
+            ctx.set(top.v, v)
+            seen.append((v, ctx.get(top.o)))
+
+    sim = Simulator(top)
+    sim.add_testbench(bench)
+    sim.run()
+    assert seen == [(v, k * v) for v in range(16)]
+
+
+def test_tap_offset_refuses_other_indices():
+    from amaranth import Signal
+
+    from codenet.hw.window import _times
+
+    with pytest.raises(ValueError, match="tap index"):
+        _times(2, Signal(4))
