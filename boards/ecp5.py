@@ -325,7 +325,7 @@ def build_bitstream(
     seed: int = 1,
     ram_kib: int = 32,
     baud: int = 115_200,
-    router: str = "router2",
+    router: str = "router1",
     nice: int = 10,
 ) -> dict[str, Any]:
     """Build `board`'s bitstream (an ECP5 catalogue board, by name or Board) with
@@ -334,8 +334,10 @@ def build_bitstream(
 
     `timeout` (seconds) bounds the whole build: when it runs out the tool is stopped and the
     report comes back with ``complete=False`` and ``stage`` naming the stage cut short.
-    `seed`, `router`: nextpnr's (router2 is given up for router1 when it stalls, see
-    :func:`router2_stall`; the report's notes say so); `ram_kib`: the on-chip RAM; `baud`: the UART's rate.
+    `seed`, `router`: nextpnr's. router1 by default: router2 circled around a few thousand
+    overused wires on the `ulx3s` engine and a dozen on `micro` without converging; when asked
+    for, it is given up for router1 once it stalls (:func:`router2_stall`; the report's notes
+    say so); `ram_kib`: the on-chip RAM; `baud`: the UART's rate.
     Raises BoardError for a board this flow cannot build (a Zynq board names its command),
     EcpBuildError when the design does not fit the part (after Yosys, with the report
     written) or a tool fails (naming its log)."""

@@ -1192,13 +1192,23 @@ def gen(engine: str, out_dir: Path, lint: bool, as_json: bool) -> None:
     "-o", "--out", "out_dir", default=None, type=click.Path(file_okay=False, path_type=Path), help="[default: build/vivado|ecp5/BOARD]"
 )
 @click.option("--timeout", default=None, type=float, help="ECP5: seconds for the whole build; a cut-short build reports what it measured.")
+@click.option("--seed", default=1, show_default=True, type=click.IntRange(min=1), help="ECP5: nextpnr's placement seed.")
+@click.option(
+    "--router",
+    type=click.Choice(["router1", "router2"]),
+    default="router1",
+    show_default=True,
+    help="ECP5: nextpnr's router (router2 falls back to router1 when it stalls; docs/ecp5.md).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
-def build(board_name: str, engine: str | None, out_dir: Path | None, timeout: float | None, as_json: bool) -> None:
+def build(
+    board_name: str, engine: str | None, out_dir: Path | None, timeout: float | None, seed: int, router: str, as_json: bool
+) -> None:
     """Zynq boards: write a Vivado project (engine IP, block design, build.sh) whose run makes a PYNQ overlay
     (codenet.bit + .hwh). ECP5 boards: build a real bitstream with Yosys, nextpnr and ecppack."""
     cfg = _engine_config(engine) if engine else None
     if _board(board_name).family == "ecp5":
-        _build_ecp5(board_name, cfg, out_dir or Path("build/ecp5") / board_name, timeout, as_json)
+        _build_ecp5(board_name, cfg, out_dir or Path("build/ecp5") / board_name, timeout, as_json, seed=seed, router=router)
         return
     from codenet.boards.vivado import VivadoError, generate_project
 
@@ -1339,12 +1349,14 @@ def deploy_cmd(
     con.print(f"  try:    codenet run MODEL --engine {dep.engine} --backend {dep.url} --synthetic 1 -o out")
 
 
-def _build_ecp5(board_name: str, cfg, out_dir: Path, timeout: float | None, as_json: bool) -> None:
+def _build_ecp5(board_name: str, cfg, out_dir: Path, timeout: float | None, as_json: bool, *, seed: int, router: str) -> None:
     from codenet.boards.ecp5 import EcpBuildError, build_bitstream, report_text
 
     con = _console(as_json)
     try:
-        rep = build_bitstream(board_name, out_dir, cfg, timeout=timeout, progress=lambda msg: con.print(f"[dim]{msg}[/dim]"))
+        rep = build_bitstream(
+            board_name, out_dir, cfg, timeout=timeout, seed=seed, router=router, progress=lambda msg: con.print(f"[dim]{msg}[/dim]")
+        )
     except EcpBuildError as e:
         raise click.ClickException(str(e)) from None
     if as_json:

