@@ -387,23 +387,10 @@ PRESETS["micro"] = EngineConfig(
     pw_mul="dsp",
     dw_mul="dsp",
 )
-# PYNQ-Z2 (XC7Z020: 220 DSP48E1, 140 RAMB36): 8 lanes, a 64-bit beat, 100 MHz, every product in a DSP48E1.
-PRESETS["pynqz2"] = EngineConfig(
-    name="pynqz2",
-    pw_ic=8,
-    pw_oc=8,
-    dw_lanes=8,
-    axi_data_bits=64,
-    max_width=256,
-    max_channels=1024,
-    max_dilation=8,
-    max_offset=0,
-    wbuf_depth=512,
-    dma_fifo_beats=128,
-    max_burst_beats=16,
-    clock_mhz=100,
-    pw_mul="dsp",
-    dw_mul="dsp",
+# PYNQ-Z2 (XC7Z020: 220 DSP48E1, 140 RAMB36): the ulx3s engine with 8 lanes (a 64-bit beat) at
+# 100 MHz, every product in a DSP48E1.
+PRESETS["pynqz2"] = dataclasses.replace(
+    PRESETS["ulx3s"], name="pynqz2", pw_ic=8, pw_oc=8, dw_lanes=8, axi_data_bits=64, dma_fifo_beats=128, clock_mhz=100
 )
 # KV260 (K26: 144 RAMB36; Yosys infers none of its 64 URAM): ultra96's 16-lane line buffer takes
 # 114 RAMB36 alone whatever max_width is (a 128-bit row is two RAMB36 wide), 170 in all, so the K26
