@@ -633,7 +633,7 @@ def synthesize(
     flatten: bool = True,
     pnr: bool = True,
     seed: int = 1,
-    router: str = "router2",
+    router: str = "router1",
     nice: int = 10,
     part: Part | None = None,
 ) -> SynthReport:
@@ -645,8 +645,8 @@ def synthesize(
     report comes back with ``complete=False``, ``stage`` naming the stage that was cut short
     and whatever statistics were written before (``early_cells``: after DSP and memory
     mapping). For ECP5, `pnr` runs nextpnr-ecp5 out of context for Fmax (`seed`, `router`:
-    router2 by default; nextpnr's own default, router1, did not finish routing the ulx3s-sized
-    netlist in 40 minutes here). Tool failures raise
+    router1 by default, as for the bitstream: router2, which has no iteration limit, circled
+    without converging on the 4-lane ulx3s design, docs/ecp5.md). Tool failures raise
     :class:`SynthError` naming the log.
     """
     if target not in TARGETS:
