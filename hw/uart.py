@@ -103,6 +103,13 @@ def baud_divisor(clock_hz: float, baud: int) -> int:
 # --------------------------------------------------------------------------- hardware
 
 
+def _checked_divisor(divisor: int) -> int:
+    """Cycles per bit for UartRx / UartTx: at least 4, so that a bit has a middle to sample."""
+    if divisor < 4:
+        raise ValueError(f"divisor must be >= 4 cycles per bit, got {divisor}")
+    return divisor
+
+
 class UartRx(wiring.Component):
     """8N1 receiver: `valid` pulses for one cycle with `data`; a byte whose stop bit is low is dropped."""
 
@@ -111,9 +118,7 @@ class UartRx(wiring.Component):
     valid: Out(1)
 
     def __init__(self, divisor: int):
-        if divisor < 4:
-            raise ValueError(f"divisor must be >= 4 cycles per bit, got {divisor}")
-        self.divisor = divisor
+        self.divisor = _checked_divisor(divisor)
         super().__init__()
 
     def elaborate(self, platform):
@@ -163,9 +168,7 @@ class UartTx(wiring.Component):
     ready: Out(1)
 
     def __init__(self, divisor: int):
-        if divisor < 4:
-            raise ValueError(f"divisor must be >= 4 cycles per bit, got {divisor}")
-        self.divisor = divisor
+        self.divisor = _checked_divisor(divisor)
         super().__init__()
 
     def elaborate(self, platform):
