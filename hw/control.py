@@ -291,7 +291,9 @@ class Controller(wiring.Component):
         in_h_m1 = reg(f["in_h"] - 1, 16, name="in_h_m1")
         groups_m1 = reg(groups - 1, 16, name="groups_m1")  # from a register: valid from EXEC on
 
-        # unit settings (held while the descriptor runs; registered, see above)
+        # unit settings (held while the descriptor runs; registered, see above); the counts the
+        # controller keeps for itself are the units' too
+        m.d.comb += [win.groups.eq(groups), pw.ict.eq(ict), pw.oct.eq(octs)]
         mode = Signal(3)
         with m.Switch(op):
             with m.Case(int(E.Op.CONV3X3)):
@@ -309,7 +311,6 @@ class Controller(wiring.Component):
             win.stride_log2.eq(f["stride"]),
             win.in_h.eq(f["in_h"]),
             win.in_w.eq(f["in_w"]),
-            win.groups.eq(Mux(is_op(*win_ops), _ceil_div_pow2(f["in_c"], lg), 1)),
             win.dmax.eq(f["max_dilation"]),
             win.rmax.eq(f["max_offset"]),
             win.cs_log2.eq(cs_log2),
@@ -317,8 +318,6 @@ class Controller(wiring.Component):
             win.w8.eq(f["w8"]),
             win.shift.eq(f["shift"]),
             win.relu.eq(f["relu"]),
-            pw.ict.eq(ict_c),
-            pw.oct.eq(_ceil_div_pow2(f["out_c"], lg)),
             pw.w8.eq(f["w8"]),
             pw.in_signed.eq(f["in_signed"]),
             pw.shift.eq(f["shift"]),
