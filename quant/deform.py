@@ -136,7 +136,10 @@ def deform_dw3x3_square(x: Tensor, weight: Tensor, v: Tensor, bias: Tensor | Non
     """Square-deformable depthwise 3x3 (integer-semantics.md § 7.1), v (N,1,Ho,Wo) the dilation map.
 
     Forward: tap (i, j) of output (y, x) reads (y*s + (i-1)*d, x*s + (j-1)*d), d = 1 + min(round(v), D-1).
-    Backward (straight-through): v gets the gradient of bilinear sampling at d_c = 1 + clamp(v, 0, D-1).
+    Backward (straight-through): v gets the secant of the integer operator between the two
+    integer dilations around d_c = 1 + clamp(v, 0, D-1), i.e. out(floor(d_c) + 1) - out(floor(d_c)).
+    The rounded d is one of those two, so the estimator costs one extra set of 9 gathers (the
+    bilinear tangent it replaced cost 36) and training runs about twice as fast.
     """
     c = x.shape[1]
     ho, wo = _out_size(x, stride)
@@ -145,10 +148,15 @@ def deform_dw3x3_square(x: Tensor, weight: Tensor, v: Tensor, bias: Tensor | Non
     oy, ox = _grid(x, stride)
     d = dilation_from_map(v[:, 0], max_dilation)
     out = _tap_sum(x, w9, lambda t: (oy + (t // 3 - 1) * d, ox + (t % 3 - 1) * d), _gather)
-    if v.requires_grad and torch.is_grad_enabled():
+    if v.requires_grad and torch.is_grad_enabled() and max_dilation > 1:
         dc = 1 + torch.clamp(v[:, 0], 0, max_dilation - 1)
-        g = _tap_sum(x.detach(), w9.detach(), lambda t: (oy + (t // 3 - 1) * dc, ox + (t % 3 - 1) * dc), _bilinear)
-        out = out + (g - g.detach())
+        lo = torch.clamp(torch.floor(dc.detach()), max=max_dilation - 1).long()
+        # the neighbour of d on the other side of d_c: lo + 1 when d rounded down, lo when up
+        other = torch.where(d == lo, lo + 1, lo)
+        o = _tap_sum(x.detach(), w9.detach(), lambda t: (oy + (t // 3 - 1) * other, ox + (t % 3 - 1) * other), _gather)
+        hi_minus_lo = torch.where((d == lo).unsqueeze(1), o - out.detach(), out.detach() - o)
+        frac = (dc - lo).unsqueeze(1)
+        out = out + hi_minus_lo * (frac - frac.detach())
     return _finish(out, bias)
 
 

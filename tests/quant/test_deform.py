@@ -3,9 +3,10 @@
 The integer variants (``square``, ``bounded``) must compute exactly what
 `golden.deform_dw3x3` / `golden.deform_dw3x3_offsets` compute, on integer-valued float64
 inputs (exact in float64), including taps that fall off every edge of the image. The
-straight-through gradients are checked against the bilinear float baseline (``full``) at the
-continuous positions, and `torch.nn.functional.grid_sample` is the independent reference for
-the bilinear sampling itself.
+straight-through gradients are checked against independent references: ``square``'s against
+dilated ``F.conv2d`` at the integer dilations around the continuous one (the secant),
+``bounded``'s against the bilinear float baseline (``full``) at the continuous offsets; and
+`torch.nn.functional.grid_sample` is the independent reference for the bilinear sampling itself.
 """
 
 from __future__ import annotations
@@ -181,26 +182,39 @@ def test_bilinear_with_integer_offsets_is_bounded():
 # --------------------------------------------------------------------------- straight-through gradients
 
 
-def test_square_ste_forward_is_exact_and_gradient_is_bilinear():
-    """With v requiring grad the value is still the integer op; d(out)/dv is the bilinear slope at d_c."""
+@pytest.mark.parametrize("stride", [1, 2])
+def test_square_ste_forward_is_exact_and_gradient_is_the_integer_secant(stride):
+    """With v requiring grad the value is still the integer op; d(out)/dv is out(lo + 1) - out(lo), lo = floor(d_c).
+
+    The reference is independent of the sampler: F.conv2d with each uniform dilation 1..D,
+    picked per pixel.
+    """
     g = torch.Generator().manual_seed(4)
-    x = torch.randint(-100, 100, (1, 3, 9, 9), generator=g).to(F64)
-    w = torch.randint(-8, 8, (3, 3, 3), generator=g).to(F64)
-    v = (torch.rand(1, 1, 9, 9, generator=g, dtype=F64) * 5).requires_grad_()
-    dmax = 4
-    out = deform_dw3x3_square(x, w, v, None, 1, dmax)
-    no_grad = deform_dw3x3_square(x, w, v.detach(), None, 1, dmax)
-    assert torch.equal(out, no_grad)
+    c, h, dmax = 3, 13, 4
+    x = torch.randint(-100, 100, (2, c, h, h), generator=g).to(F64)
+    w = torch.randint(-8, 8, (c, 3, 3), generator=g).to(F64)
+    ho = (h - 1) // stride + 1
+    # away from the integers (where floor jumps) and from the clamp's ends
+    v = torch.rand(2, 1, ho, ho, generator=g, dtype=F64) * 4.6 - 0.8
+    v = torch.where((v - torch.round(v)).abs() < 0.05, v + 0.1, v).requires_grad_()
+    out = deform_dw3x3_square(x, w, v, None, stride, dmax)
+    assert torch.equal(out, deform_dw3x3_square(x, w, v.detach(), None, stride, dmax))
     cot = torch.randn(out.shape, generator=g, dtype=F64)
     (gv,) = torch.autograd.grad(out, v, cot)
 
-    # the same sampling written as the bilinear op with offsets ((i-1)(d_c-1), (j-1)(d_c-1))
-    v2 = v.detach().clone().requires_grad_()
-    dc = 1 + torch.clamp(v2[:, 0], 0, dmax - 1)
-    off = torch.stack([((t // 3 - 1) if k == 0 else (t % 3 - 1)) * (dc - 1) for t in range(9) for k in range(2)], dim=1)
-    (ref,) = torch.autograd.grad(deform_dw3x3_bilinear(x, w, off), v2, cot)
+    by_d = torch.stack([F.conv2d(x, w.view(c, 1, 3, 3), None, stride, d, d, c) for d in range(1, dmax + 2)])  # d = 1..D+1
+    vd = v.detach()[:, 0]
+    lo = (1 + torch.clamp(vd, 0, dmax - 1)).floor().long().clamp(max=dmax - 1)  # d_c = D has slope D - (D-1)
+    n_i, y_i, x_i = torch.meshgrid(torch.arange(2), torch.arange(ho), torch.arange(ho), indexing="ij")
+    pick = lambda d: by_d[d - 1, n_i, :, y_i, x_i].permute(0, 3, 1, 2)  # noqa: E731
+    slope = pick(lo + 1) - pick(lo)
+    inside = ((vd > 0) & (vd < dmax - 1)).unsqueeze(1).to(F64)  # clamp stops the gradient outside
+    ref = (cot * slope).sum(1, keepdim=True) * inside
     torch.testing.assert_close(gv, ref)
     assert gv.abs().sum() > 0
+    # and the forward is the dilated conv at the rounded dilation
+    d = 1 + torch.clamp(torch.floor(vd + 0.5), 0, dmax - 1).long()
+    torch.testing.assert_close(out, pick(d))
 
 
 def test_bounded_ste_gradient_is_bilinear():
