@@ -22,10 +22,11 @@ class ArchSpec:
     input_size: int = 256
     stem: str = "s2mp"  # "s2mp": conv 3x3 s2 + max-pool 3x3 s2; "s4": conv 3x3 s4
     stem_channels: int = 24
-    stage_channels: tuple[int, int, int] = (116, 232, 464)
-    stage_repeats: tuple[int, int, int] = (4, 8, 4)
+    stage_channels: tuple[int, ...] = (116, 232, 464)
+    stage_repeats: tuple[int, ...] = (4, 8, 4)
     last_channels: int = 1024
-    decoder_channels: tuple[int, int, int] = (256, 128, 64)
+    #: one upsampling block per stage, so the heads always sit at output stride 4
+    decoder_channels: tuple[int, ...] = (256, 128, 64)
     head_channels: int = 64
     num_classes: int = 20
     deform: str = "square"  # square | bounded | dw  ("full" exists only in codenet.quant)
@@ -41,6 +42,15 @@ class ArchSpec:
             raise ValueError(f"deform must be square, bounded or dw for an integer graph, got {self.deform!r}")
         if any(c % 2 for c in self.stage_channels):
             raise ValueError(f"ShuffleNetV2 stage channels must be even, got {self.stage_channels}")
+        if not 1 <= len(self.stage_channels) <= 3 or len(self.stage_repeats) != len(self.stage_channels):
+            raise ValueError(
+                f"need 1-3 stages with one repeat count each, got channels {self.stage_channels} and repeats {self.stage_repeats}"
+            )
+        if len(self.decoder_channels) != len(self.stage_channels):
+            raise ValueError(
+                f"need one decoder block per backbone stage (output stride 4), got {len(self.decoder_channels)} "
+                f"decoder blocks for {len(self.stage_channels)} stages"
+            )
 
 
 _1X = dict(stage_channels=(116, 232, 464), last_channels=1024)
@@ -53,13 +63,15 @@ PRESETS: dict[str, ArchSpec] = {
     "codenet-1x-c": ArchSpec(input_size=512, stem="s4", **_1X),
     "codenet-2x-d": ArchSpec(input_size=512, stem="s4", **_2X),
     "codenet-2x-e": ArchSpec(input_size=512, stem="s2mp", **_2X),
+    # Two stages (backbone stride 16): at 128x128 a third stage leaves 4x4 features, from
+    # which the decoder learned to localise several times more slowly (docs/quant.md).
     "codenet-tiny": ArchSpec(
         input_size=128,
         stem_channels=16,
-        stage_channels=(32, 64, 128),
-        stage_repeats=(1, 2, 1),
-        last_channels=256,
-        decoder_channels=(64, 32, 32),
+        stage_channels=(48, 96),
+        stage_repeats=(2, 3),
+        last_channels=192,
+        decoder_channels=(64, 32),
         head_channels=32,
         num_classes=5,
     ),

@@ -150,7 +150,9 @@ def test_integers_and_requantization_are_consistent(exported):
         assert node.attrs["w_bits"] == (8 if node.name == "stem.conv" else 4)
         if node.op != "concat":
             assert np.log2(s_out) == round(np.log2(s_out)), node.name  # power-of-two activations
-    for name in ("decoder0.offset", "decoder1.offset", "decoder2.offset"):
+    offsets = [n.outputs[0] for n in graph.nodes if n.name.endswith(".offset")]
+    assert len(offsets) == len(graph.metadata["arch"]["decoder_channels"])
+    for name in offsets:
         assert graph.tensors[name].scale == 1.0 and graph.tensors[name].dtype == "uint8"
 
 
@@ -179,11 +181,12 @@ def test_golden_reproduces_brevitas_bit_exactly_in_float64(exported, kind):
     env = golden.run(graph, images_to_nhwc(images), keep_all=True)
     for tname in graph.outputs:
         assert env[tname].astype(np.float64).std() > 2.0, tname
+    n_dec = len(graph.metadata["arch"]["decoder_channels"])
     if kind == "square":
-        codes = np.concatenate([env[f"decoder{k}.offset"].ravel() for k in range(3)])
+        codes = np.concatenate([env[f"decoder{k}.offset"].ravel() for k in range(n_dec)])
         assert len(np.unique(np.minimum(codes, 7))) >= 3  # several dilations d = 1 + min(v, 7)
     if kind == "bounded":
-        offs = np.concatenate([env[f"decoder{k}.offset"].ravel() for k in range(3)])
+        offs = np.concatenate([env[f"decoder{k}.offset"].ravel() for k in range(n_dec)])
         assert (np.clip(offs, -2, 2) != 0).mean() > 0.05  # taps really move
 
 
