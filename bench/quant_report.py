@@ -5,7 +5,7 @@
         through the golden executor, on the run's validation data, plus size and time.
 
     python bench/quant_report.py ablation [--variants square,bounded,dw,full] [--train-images N]
-                                          [--epochs E] [--qat-epochs Q] [--json]
+                                          [--epochs E] [--qat-epochs Q] [--lr LR] [--qat-lr LR] [--json]
         Trains each decoder variant with the same recipe (codenet.quant.train) and reports
         the same figures; `full` (bilinear) is float only: it has no integer form.
 
@@ -79,10 +79,11 @@ def main() -> None:
     r.add_argument("--json", action="store_true")
     a = sub.add_parser("ablation")
     a.add_argument("--variants", default="square,bounded,dw,full")
-    a.add_argument("--train-images", type=int, default=2000)
+    a.add_argument("--train-images", type=int, default=4000)
     a.add_argument("--epochs", type=int, default=8)
-    a.add_argument("--qat-epochs", type=int, default=2)
-    a.add_argument("--lr", type=float, default=4e-3)
+    a.add_argument("--qat-epochs", type=int, default=1)
+    a.add_argument("--lr", type=float, default=TrainConfig.lr)
+    a.add_argument("--qat-lr", type=float, default=TrainConfig.qat_lr)
     a.add_argument("--images", type=int, default=300)
     a.add_argument("--out", type=Path, default=Path("build/ablation"))
     a.add_argument("--threads", type=int, default=None)
@@ -98,7 +99,7 @@ def main() -> None:
             for k, v in result.items():
                 print(f"{k:28s} {v:.4f}" if isinstance(v, float) else f"{k:28s} {v}")
         return
-    recipe = dict(train_images=args.train_images, epochs=args.epochs, qat_epochs=args.qat_epochs, lr=args.lr, qat_lr=args.lr / 10)
+    recipe = dict(train_images=args.train_images, epochs=args.epochs, qat_epochs=args.qat_epochs, lr=args.lr, qat_lr=args.qat_lr)
     rows = ablation(args.variants.split(","), recipe, args.images, args.out)
     if args.json:
         print(json.dumps({"recipe": recipe, "rows": rows}, indent=2))

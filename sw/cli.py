@@ -367,6 +367,16 @@ def bench(
     con.print(f"[dim]{report['assumptions']}[/dim]")
 
 
+def _scale_range(text: str) -> tuple[float, float]:
+    try:
+        lo, hi = (float(t) for t in text.split(","))
+    except ValueError:
+        raise click.BadParameter(f"expected LO,HI (two numbers), got {text!r}") from None
+    if not 0 < lo <= hi:
+        raise click.BadParameter(f"need 0 < LO <= HI, got {text!r}")
+    return lo, hi
+
+
 @main.command()
 @click.option("--model", default="codenet-tiny", show_default=True, help="Zoo architecture to train (codenet-tiny, codenet-1x-b, ...).")
 @click.option(
@@ -376,11 +386,19 @@ def bench(
 @click.option("--input-size", default=None, type=int, help="Input size, a multiple of 32 [default: the model's].")
 @click.option("--train-images", default=4000, show_default=True, help="Synthetic training images.")
 @click.option("--val-images", default=500, show_default=True, help="Synthetic validation images.")
-@click.option("--epochs", default=30, show_default=True, help="Float pre-training epochs.")
-@click.option("--qat-epochs", default=6, show_default=True, help="QAT fine-tuning epochs.")
+@click.option("--epochs", default=20, show_default=True, help="Float pre-training epochs.")
+@click.option("--qat-epochs", default=2, show_default=True, help="QAT fine-tuning epochs.")
 @click.option("--batch-size", default=32, show_default=True, help="Global batch (split over DDP processes).")
-@click.option("--lr", default=2e-3, show_default=True)
-@click.option("--qat-lr", default=2e-4, show_default=True)
+@click.option("--lr", default=1e-2, show_default=True)
+@click.option("--qat-lr", default=1e-4, show_default=True)
+@click.option(
+    "--scale-range",
+    default="0.8,1.25",
+    show_default=True,
+    callback=lambda ctx, param, v: _scale_range(v),
+    help="Random rescale factors of the augmentation, LO,HI.",
+)
+@click.option("--offset-lr-mult", default=0.1, show_default=True, help="Learning-rate factor of the offset/dilation convs.")
 @click.option("--seed", default=0, show_default=True)
 @click.option("--deterministic", is_flag=True, help="Deterministic kernels: a resumed run ends bit-identical to an uninterrupted one.")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)

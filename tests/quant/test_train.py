@@ -124,3 +124,25 @@ def test_arch_overrides_reach_the_model_and_the_checkpoint(tmp_path):
     assert model.spec.input_size == 64
     with pytest.raises(TrainError, match="arch"):
         train(small(arch={"input_size": 96}, epochs=1, qat_epochs=0), tmp_path, progress=False)
+
+
+@pytest.mark.parametrize("phase", ["float", "qat"])
+def test_offset_convs_learn_at_their_own_rate(phase):
+    """The offset/dilation convs form their own AdamW group at offset_lr_mult times the phase's rate."""
+    from codenet.quant.models import build_model, fuse_bn, quantize
+    from codenet.quant.train import _optimizer
+
+    cfg = small(lr=0.02, qat_lr=0.003, offset_lr_mult=0.25)
+    model = build_model("codenet-tiny", "square")
+    if phase == "qat":
+        model = quantize(fuse_bn(model.eval()))
+    opt = _optimizer(model, cfg, phase)
+    base = cfg.lr if phase == "float" else cfg.qat_lr
+    assert [g["lr"] for g in opt.param_groups] == [base, base * 0.25]
+    offset_ids = {id(p) for name, p in model.named_parameters() if ".offset." in name}
+    assert offset_ids and {id(p) for p in opt.param_groups[1]["params"]} == offset_ids
+    assert all(g["weight_decay"] == cfg.weight_decay for g in opt.param_groups)
+    n_params = sum(1 for p in model.parameters() if p.requires_grad)
+    assert sum(len(g["params"]) for g in opt.param_groups) == n_params
+    # a model without offset convs has one group
+    assert len(_optimizer(build_model("codenet-tiny", "dw"), cfg, phase).param_groups) == 1
