@@ -159,6 +159,20 @@ def test_bad_arguments_are_refused():
         fuse_bn(fuse_bn(model))
     with pytest.raises(ValueError, match="quantize expects"):
         quantize(quantize(model))
+    # a decoder that does not undo the backbone's strides would put the heads off stride 4
+    with pytest.raises(ValueError, match="one decoder block per backbone stage"):
+        build_model("codenet-tiny", decoder_channels=(64, 32, 32))
+    with pytest.raises(ValueError, match="one repeat count each"):
+        build_model("codenet-tiny", stage_repeats=(1, 2, 1))
+    with pytest.raises(ValueError, match="1-3 stages"):
+        build_model("codenet-tiny", stage_channels=(16, 32, 64, 128), stage_repeats=(1, 1, 1, 1), decoder_channels=(8, 8, 8, 8))
+
+
+@pytest.mark.parametrize("stages", [1, 2, 3])
+def test_heads_sit_at_output_stride_4_for_any_stage_count(stages):
+    spec = dict(stage_channels=(16, 32, 64)[:stages], stage_repeats=(1, 1, 1)[:stages], decoder_channels=(16, 16, 16)[:stages])
+    out = build_model("codenet-tiny", "square", input_size=64, **spec).eval()(images(1, 64, 64))
+    assert {k: tuple(v.shape[2:]) for k, v in out.items()} == {"hm": (16, 16), "wh": (16, 16), "reg": (16, 16)}
 
 
 def test_fresh_deformable_decoders_start_as_plain_dw():
