@@ -186,7 +186,9 @@ def test_demo_on_fsim_exports_the_shipped_checkpoint(tmp_path):
     assert len(rep["detections"]["images"]) == 2 and all(Path(f).is_file() for f in rep["files"])
     perf = rep["performance"]
     assert perf["fps"] > 0 and perf["measured"] is False and perf["layers"]
-    assert rep["within_budget"] is True and rep["still_to_come"]
+    assert rep["within_budget"] is True
+    # the board end of the flow exists (issue 6): the demo names the commands, not a future issue
+    assert rep["not_run"] and all("codenet " in t and "issue" not in t for t in rep["not_run"])
 
 
 def test_demo_without_a_checkpoint_says_it_uses_random_weights(tmp_path):
