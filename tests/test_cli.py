@@ -83,3 +83,10 @@ def test_demo_runs_and_says_what_is_missing(tmp_path):
     assert steps["golden"]["roundtrip_identical"] is True
     assert ir.load(steps["cnir"]["path"]).name == "codenet-tiny"
     assert result["not_run"], "the demo must say which parts of the flow it leaves out"
+
+
+@pytest.mark.parametrize("bad", ["1.2,0.8", "0.8", "a,b", "0,1"])
+def test_train_refuses_a_bad_scale_range(tmp_path, bad):
+    r = CliRunner().invoke(cli.main, ["train", "--scale-range", bad, "-o", str(tmp_path / "run")])
+    assert r.exit_code == 2 and "--scale-range" in r.output, r.output
+    assert not (tmp_path / "run").exists()
