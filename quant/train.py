@@ -135,7 +135,7 @@ class _Cached:
 class _Targets(torch.utils.data.Dataset):
     """Augmented samples with CenterNet targets, as tensors."""
 
-    def __init__(self, data, size: int, num_classes: int, augment: bool, seed: int, scale_range: tuple[float, float] = (0.8, 1.25)):
+    def __init__(self, data, size: int, num_classes: int, augment: bool, seed: int, scale_range: tuple[float, float]):
         self.size, self.num_classes = size, num_classes
         transform = train_transform(size, tuple(scale_range)) if augment else Resize(size)
         self.data = Augmented(data, transform, seed)

@@ -367,7 +367,8 @@ def bench(
     con.print(f"[dim]{report['assumptions']}[/dim]")
 
 
-def _scale_range(text: str) -> tuple[float, float]:
+def _scale_range(ctx: click.Context, param: click.Parameter, text: str) -> tuple[float, float]:
+    """--scale-range LO,HI as two floats, checked before a run directory is made."""
     try:
         lo, hi = (float(t) for t in text.split(","))
     except ValueError:
@@ -395,7 +396,7 @@ def _scale_range(text: str) -> tuple[float, float]:
     "--scale-range",
     default="0.8,1.25",
     show_default=True,
-    callback=lambda ctx, param, v: _scale_range(v),
+    callback=_scale_range,
     help="Random rescale factors of the augmentation, LO,HI.",
 )
 @click.option("--offset-lr-mult", default=0.1, show_default=True, help="Learning-rate factor of the offset/dilation convs.")
