@@ -72,22 +72,68 @@ def test_threshold_limit_and_negative_sizes():
     assert len(decode(hm, wh, reg, max_detections=0)) == 0
 
 
+def _cells(d):
+    """(y, x, class) of each detection, from boxes of 1x1 cells at stride 4 with zero offsets."""
+    return [(int((b[1] + b[3]) / 8), int((b[0] + b[2]) / 8), int(lab)) for b, lab in zip(d.boxes, d.labels)]
+
+
 def test_ties_are_broken_by_flat_index():
-    """A flat heat-map: every cell and class is a peak with the same score; order is (y, x, c) row-major."""
-    h, w, c = 3, 4, 2
-    hm = np.zeros((h, w, c))
+    """Equal scores rank by (y, x, c) row-major index; truncation keeps the first ones."""
+    h, w, c = 6, 8, 2
+    hm = np.full((h, w, c), -10.0)
     wh = np.ones((h, w, 2))
     reg = np.zeros((h, w, 2))
-    d = decode(hm, wh, reg, score_threshold=0.0, max_detections=100)
-    assert len(d) == h * w * c
-    want = [(y, x, k) for y in range(h) for x in range(w) for k in range(c)]
-    got = [(int((b[1] + b[3]) / 8), int((b[0] + b[2]) / 8), int(lab)) for b, lab in zip(d.boxes, d.labels)]
-    assert got == want
-    # a higher class-1 plateau comes first, in the same index order; truncation keeps the first ones
-    hm[..., 1] = 0.5
-    d = decode(hm, wh, reg, score_threshold=0.0, max_detections=5)
-    assert d.labels.tolist() == [1] * 5
-    assert [int((b[0] + b[2]) / 8) for b in d.boxes] == [0, 1, 2, 3, 0]
+    # isolated single-cell peaks (3 cells apart), all with logit 0, in both classes
+    spots = [(y, x) for y in (0, 3) for x in (1, 4, 7)]
+    for y, x in spots:
+        hm[y, x, :] = 0.0
+    d = decode(hm, wh, reg, score_threshold=0.1, max_detections=100)
+    assert _cells(d) == [(y, x, k) for y, x in spots for k in range(c)]
+    # a higher class-1 logit comes first, in the same index order
+    for y, x in spots:
+        hm[y, x, 1] = 0.5
+    d = decode(hm, wh, reg, score_threshold=0.1, max_detections=5)
+    assert _cells(d) == [(y, x, 1) for y, x in spots][:5]
+
+
+def test_a_plateau_is_one_peak_at_its_first_cell():
+    """Integer heads tie: equal neighbours must not become duplicate boxes (the bug that cost 2 AP50 points)."""
+    hm, wh, reg = _blank(h=8, w=10, c=2)
+    hm[2:4, 3:5, 0] = 2.0  # a 2x2 plateau: only (2, 3) survives
+    hm[6, 1:9, 1] = 1.0  # a plateau longer than the kernel: still one peak, its first cell
+    hm[0, 9, 0] = hm[1, 8, 0] = 1.5  # diagonal neighbours: the earlier one in raster order
+    d = decode(hm, wh, reg, score_threshold=0.5)
+    assert sorted(_cells(d)) == [(0, 9, 0), (2, 3, 0), (6, 1, 1)]
+    # the whole heat-map flat: one peak per class
+    d = decode(np.zeros((5, 7, 3)), np.ones((5, 7, 2)), np.zeros((5, 7, 2)), score_threshold=0.0)
+    assert _cells(d) == [(0, 0, 0), (0, 0, 1), (0, 0, 2)]
+
+
+def _brute_force_peaks(hm, k):
+    """The peak rule of docs/cnir-format.md § 6 cell by cell: no larger neighbour, no equal earlier one."""
+    h, w, c = hm.shape
+    r = k // 2
+    out = set()
+    for y in range(h):
+        for x in range(w):
+            for ch in range(c):
+                v, ok = hm[y, x, ch], True
+                for yy in range(max(0, y - r), min(h, y + r + 1)):
+                    for xx in range(max(0, x - r), min(w, x + r + 1)):
+                        u = hm[yy, xx, ch]
+                        if u > v or (u == v and (yy, xx) < (y, x)):
+                            ok = False
+                if ok:
+                    out.add((y, x, ch))
+    return out
+
+
+@pytest.mark.parametrize("seed,kernel", [(0, 3), (1, 3), (2, 5), (3, 1)])
+def test_peaks_on_quantized_heads_match_a_brute_force_reading_of_the_rule(seed, kernel):
+    rng = np.random.default_rng(seed)
+    hm = rng.integers(-4, 4, (9, 11, 3)) * 0.5  # few levels: plateaus everywhere
+    d = decode(hm, np.ones((9, 11, 2)), np.zeros((9, 11, 2)), score_threshold=0.0, max_detections=10_000, peak_kernel=kernel)
+    assert set(_cells(d)) == _brute_force_peaks(hm, kernel) and len(d) == len(set(_cells(d)))
 
 
 def test_identical_integer_heads_decode_identically():
