@@ -31,7 +31,7 @@ from torch import Tensor, nn
 from codenet.sw.zoo import ArchSpec, arch
 
 from .deform import DEFORMABLE, KINDS, DeformConv3x3, side_channels
-from .qlayers import QuantDeformConv3x3, Uint8ActUnitScale, quant_act, quant_conv, unit_scale_act, value_of
+from .qlayers import QuantDeformConv3x3, Uint8ActUnitScale, mse_weight_clip, quant_act, quant_conv, unit_scale_act, value_of
 
 __all__ = [
     "MODES",
@@ -428,8 +428,13 @@ def fuse_bn(model: CoDeNet) -> CoDeNet:
 
 
 @torch.no_grad()
-def quantize(model: CoDeNet, *, weight_bits: int | None = None, first_weight_bits: int | None = None) -> CoDeNet:
+def quantize(
+    model: CoDeNet, *, weight_bits: int | None = None, first_weight_bits: int | None = None, weight_clip: str = "mse"
+) -> CoDeNet:
     """The Brevitas model of a float (folded first) or folded model, ready for :func:`calibrate` and QAT.
+
+    `weight_clip` ``mse`` clips each 4-bit channel's range where its weight MSE is least
+    (`codenet.quant.qlayers.mse_weight_clip`); ``max`` keeps the plain abs-max.
 
     Activation scales are not set yet: run `codenet.quant.qlayers.calibrate` on a few batches.
     """
@@ -448,4 +453,8 @@ def quantize(model: CoDeNet, *, weight_bits: int | None = None, first_weight_bit
     for name, block in conv_blocks(model).items():
         targets[name].conv.weight.copy_(block.conv.weight)
         targets[name].conv.bias.copy_(block.conv.bias)
+    if weight_clip == "mse":
+        mse_weight_clip(q)
+    elif weight_clip != "max":
+        raise ValueError(f"weight_clip must be 'mse' or 'max', got {weight_clip!r}")
     return q.train(model.training)

