@@ -23,8 +23,8 @@ backends with identical integer heads decode identically.
 The tie rule matters for integer heads. CenterNet's ``hmax == heat`` keeps every cell of a
 plateau, and an 8-bit heat-map (logit steps of 1/8 or 1/16) has plateaus on most objects: two
 neighbouring cells with the peak value become two boxes with the same score, one of them a
-false positive. On the shipped detector, the plateau rule gave AP50 0.7549 and this one gives
-0.7745 (500 validation images); on float heads, where ties are rare, the rules agree.
+false positive. On the detector shipped at e5e6f61, the plateau rule gave AP50 0.7549 and this
+one gives 0.7745 (500 validation images); on float heads, where ties are rare, the rules agree.
 """
 
 from __future__ import annotations
