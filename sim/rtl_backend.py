@@ -218,7 +218,8 @@ def build_harness(cfg: E.EngineConfig, *, dram_bytes: int = DEFAULT_DRAM_BYTES, 
         "MEM_BYTES": dram_bytes,
         "BASE_ADDR": dram_base,
     }
-    return runner.build(sources, TOP, parameters=params, build_args=["-Wno-fatal"], waves=waves)
+    # public_depth=None: rtl_top marks its ports public itself; anything more slows every cycle
+    return runner.build(sources, TOP, parameters=params, build_args=["-Wno-fatal"], waves=waves, public_depth=None)
 
 
 # =========================================================================== simulator processes

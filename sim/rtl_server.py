@@ -130,7 +130,7 @@ class Server:
 
     async def op_stall(self, on: bool) -> None:
         self.dut.bus_stall.value = int(bool(on))
-        await RisingEdge(self.dut.clk)
+        await ClockCycles(self.dut.clk, 2)  # rtl_top registers bus_stall: in force from the second edge
 
     async def op_dram_counters(self) -> dict:
         c = self.port.counters()
