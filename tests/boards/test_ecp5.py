@@ -198,12 +198,24 @@ def test_the_report_of_a_build_that_misses_timing(tmp_path, monkeypatch):
 # ------------------------------------------------------------------ the real build
 
 
+def _micro_build(out: Path) -> list[str]:
+    """`codenet build` of the micro engine's ULX3S bitstream (about 10 minutes on one core).
+
+    router1: router2 circled for 450+ iterations around a dozen overused wires on this design here.
+    """
+    cmd = [sys.executable, "-m", "codenet.sw.cli", "build", "--board", "ulx3s", "--engine", "micro", "-o", str(out)]
+    return cmd + ["--timeout", "3000", "--router", "router1", "--json"]
+
+
 @pytest.mark.slow
 @needs_tools
-def test_micro_bitstream_for_the_ulx3s(tmp_path):
+@pytest.mark.background.with_args(_micro_build)  # started when the suite starts (tests/conftest.py), checked here at the end
+def test_micro_bitstream_for_the_ulx3s(background):
     board = get_board("ulx3s")
-    # router1: router2 circled for 450+ iterations around a dozen overused wires on this design here
-    d = X.build_bitstream(board, tmp_path, MICRO, timeout=3000, router="router1")
+    code, stdout, stderr = background.wait(timeout=3600)
+    assert code == 0, stderr[-3000:]
+    d = json.loads((background.out / "report.json").read_text())
+    assert json.loads(stdout) == d  # --json: the report, as one object
     assert d["complete"] and d["stage"] == "done", d["notes"]
     bit = Path(d["bitstream"]["path"])
     data = bit.read_bytes()
@@ -229,7 +241,7 @@ def test_micro_bitstream_for_the_ulx3s(tmp_path):
     assert d["critical_path"] and all(cp["delay_ns"] > 0 for cp in d["critical_path"].values())
     for stage in ("elaborate", "synth", "pnr", "pack", "total"):
         assert d["wall_s"][stage] > 0
-    text = (tmp_path / "report.txt").read_text()
+    text = (background.out / "report.txt").read_text()
     assert "timing" in text and ("NOT MET" in text) == (not d["timing_met"])
     for log in ("yosys_log", "nextpnr_log", "nextpnr_report"):
         assert Path(d["files"][log]).stat().st_size > 0
