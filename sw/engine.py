@@ -312,7 +312,8 @@ class EngineConfig:
 
 #: Named configurations (docs/engine.md § Configurations).
 PRESETS: dict[str, EngineConfig] = {
-    # Fast tests: 8 lanes, small buffers, a bounded sampler so that every unit is present.
+    # Fast tests and the demo: 8 lanes, small buffers, a bounded sampler so that every unit is
+    # present; the smallest engine that runs codenet-tiny (192 channels, dilations up to 8).
     "tiny": EngineConfig(
         name="tiny",
         pw_ic=8,
@@ -320,8 +321,8 @@ PRESETS: dict[str, EngineConfig] = {
         dw_lanes=8,
         axi_data_bits=64,
         max_width=32,
-        max_channels=64,
-        max_dilation=3,
+        max_channels=192,
+        max_dilation=8,
         max_offset=1,
         wbuf_depth=64,
         dma_fifo_beats=32,

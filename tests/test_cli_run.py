@@ -55,7 +55,7 @@ def _synthetic(n: int, seed: int = 0) -> np.ndarray:
 def test_run_synthetic_on_fsim_writes_golden_detections(tmp_path):
     model = SHIPPED / "model.cnir"
     rep = invoke_json("run", str(model), "--backend", "fsim", "--synthetic", "3", "--score-threshold", "0.1", "-o", str(tmp_path))
-    assert rep["backend"] == "fsim" and rep["engine"] == "ulx3s" and rep["bit_exact_vs_golden"] is True
+    assert rep["backend"] == "fsim" and rep["engine"] == "tiny" and rep["bit_exact_vs_golden"] is True
     assert rep["images"] == 3 and len(rep["results"]) == 3
     on_disk = json.loads((tmp_path / "detections.json").read_text())
     assert on_disk["results"] == rep["results"]
@@ -94,7 +94,7 @@ def test_run_an_image_file_maps_boxes_back(tmp_path, tiny_cnir):
     "args, needle",
     [
         (["{bad}", "--synthetic", "1"], "broken.cnir"),
-        (["{tiny}", "--synthetic", "1", "--engine", "tiny"], "decoder0.deform"),
+        (["{tiny}", "--synthetic", "1", "--engine", "{d3}"], "decoder0.deform"),
         (["{tiny}"], "--image PATH"),
         (["{tiny}", "--synthetic", "1", "--backend", "pynq"], "--bitfile"),
         (["{tiny}", "--synthetic", "1", "--engine", "nope.json"], "--engine nope.json"),
@@ -104,7 +104,9 @@ def test_run_an_image_file_maps_boxes_back(tmp_path, tiny_cnir):
 def test_run_errors_are_clear(tmp_path, tiny_cnir, args, needle):
     bad = tmp_path / "broken.cnir"
     bad.write_bytes(b"garbage")
-    argv = [a.format(bad=bad, tiny=tiny_cnir) for a in args]
+    d3 = tmp_path / "tiny-d3.json"  # the tiny engine with dilations up to 3: codenet-tiny needs 8
+    d3.write_text(json.dumps({"preset": "tiny", "name": "tiny-d3", "max_dilation": 3}))
+    argv = [a.format(bad=bad, tiny=tiny_cnir, d3=d3) for a in args]
     r = invoke("run", *argv, "-o", str(tmp_path / "o"), ok=False)
     assert r.exit_code != 0 and needle in r.output and "Traceback" not in r.output
     if needle == "decoder0.deform":  # the file and the limit are named too
@@ -116,7 +118,7 @@ def test_run_on_pynq_through_a_stand_in(tmp_path, tiny_cnir, monkeypatch):
     from codenet.sim.pynq_standin import make_pynq
     from codenet.sw.driver import FsimDevice
 
-    fake = make_pynq(FsimDevice(E.preset("ulx3s")))
+    fake = make_pynq(FsimDevice(E.preset("tiny")))
     monkeypatch.setitem(sys.modules, "pynq", fake)
     rep = invoke_json("run", str(tiny_cnir), "--backend", "pynq", "--bitfile", "codenet.bit", "--synthetic", "2", "-o", str(tmp_path))
     assert rep["backend"] == "pynq" and rep["bit_exact_vs_golden"] is True and rep["images"] == 2
@@ -149,8 +151,8 @@ def test_bench_fsim_table_and_errors(tmp_path):
     out = invoke("bench", "--model", "codenet-tiny", "--backend", "fsim", "--engine", "ulx3s").output
     for needle in ("per layer (estimated)", "stem.conv", "FPS at the board clock", "Assumptions", "bound"):
         assert needle in out
-    r = invoke("bench", "--model", "codenet-tiny", "--backend", "fsim", "--engine", "tiny", ok=False)
-    assert r.exit_code != 0 and "decoder0.deform" in r.output and "Traceback" not in r.output
+    r = invoke("bench", "--model", "codenet-tiny", "--backend", "fsim", "--engine", "micro", ok=False)
+    assert r.exit_code != 0 and "does not fit engine 'micro'" in r.output and "Traceback" not in r.output
     golden_rep = invoke_json("bench", "--model", "codenet-tiny", "--frames", "1")  # the golden backend is still the default
     assert golden_rep["backend"] == "golden"
 
@@ -164,7 +166,7 @@ def test_eval_through_fsim_equals_golden():
     model = str(SHIPPED / "model.cnir")
     g = invoke_json("eval", model, "--images", "8")
     f = invoke_json("eval", model, "--backend", "fsim", "--images", "8")
-    assert (g["backend"], f["backend"], f["engine"]) == ("golden", "fsim", "ulx3s")
+    assert (g["backend"], f["backend"], f["engine"]) == ("golden", "fsim", "tiny")
     assert f["images"] == g["images"] == 8 and f["ap50"] == g["ap50"] and f["map"] == g["map"]
     assert f["cycles_per_frame_mean"] > 0
     r = invoke("eval", model, "--backend", "torch", ok=False)
@@ -180,7 +182,7 @@ def test_demo_on_fsim_exports_the_shipped_checkpoint(tmp_path):
     rep = invoke_json("demo", "-o", str(tmp_path), "--backend", "fsim", "--images", "2")
     m = rep["model"]
     assert m["trained"] is True and m["identical_to_shipped_cnir"] is True and m["name"] == "codenet-tiny"
-    assert rep["engine"]["name"] == "ulx3s" and rep["engine"]["refused"][0]["engine"] == "tiny"
+    assert rep["engine"]["name"] == "tiny" and rep["engine"]["refused"] == []  # the issue's demo: the tiny engine
     steps = {s["step"]: s for s in rep["steps"]}
     assert steps["golden"]["bit_exact"] is True and steps["golden"]["roundtrip_identical"] is True
     assert len(rep["detections"]["images"]) == 2 and all(Path(f).is_file() for f in rep["files"])
@@ -204,9 +206,11 @@ def test_demo_on_rtl(tmp_path):
     pytest.importorskip("cocotb")
     pytest.importorskip("torch")
     rep = invoke_json("demo", "-o", str(tmp_path), "--images", "2")
-    assert rep["run"]["backend"] == "rtl" and rep["run"]["dram"] == "ulx3s" and rep["run"]["sim_cycles_per_second"] > 0
+    # the tiny engine, at its 100 MHz with the Ultra96's DRAM (the board a preset without its own gets)
+    assert rep["engine"]["name"] == "tiny" and rep["run"]["backend"] == "rtl" and rep["run"]["dram"] == "ultra96"
+    assert rep["run"]["sim_cycles_per_second"] > 0
     assert {s["step"] for s in rep["steps"]} >= {"cnir", "build", "golden"}
     perf = rep["performance"]
     assert perf["measured"] is True and perf["cycles_per_frame"] == rep["run"]["cycles"][0]
-    assert perf["fps"] == pytest.approx(50e6 / perf["cycles_per_frame"])
+    assert perf["fps"] == pytest.approx(E.preset("tiny").clock_mhz * 1e6 / perf["cycles_per_frame"])
     assert rep["within_budget"] is True

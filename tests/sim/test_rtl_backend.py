@@ -7,8 +7,8 @@ DRAM model), comparing every output tensor bit for bit. Cases: single layers ove
 shapes and seeds (test_compiler's generator), hand-made edge cases (1x1, depthwise stride 1
 and 2, square-deformable with dilation maps that reach every bound at the image edges,
 max-pool, upsample, the stem, a ShuffleNetV2 unit pair), the codenet-tiny zoo graph on the
-smallest preset it fits (ulx3s: tiny's dilation bound is 3, the model's 8) for two images,
-and the shipped detector on three synthetic images with the ULX3S board's DRAM timing.
+smallest preset it fits (tiny) for two images, and the shipped detector on three synthetic
+images on the ulx3s engine with the ULX3S board's DRAM timing.
 
 rtl-only: descriptor and window errors, the watchdog and the host timeout on a stalled
 interconnect (each followed by a correct run on the same device), memory and register
@@ -159,16 +159,18 @@ def test_layer_edge_cases(backend, kind, seed):
 # --------------------------------------------------------------------------- whole detectors
 
 
-def test_codenet_tiny_needs_more_than_the_tiny_preset():
-    """Why the detector cases run on ulx3s: tiny's dilation bound is 3, codenet-tiny's 8."""
-    with pytest.raises(CompileError) as e:
-        compile_graph(zoo.build("codenet-tiny"), TINY)
-    assert e.value.limit == "max_dilation"
-    compile_graph(zoo.build("codenet-tiny"), ULX)  # the smallest preset it fits
+def test_tiny_is_the_smallest_engine_codenet_tiny_fits():
+    """The demo's pairing: the tiny engine runs the tiny model (its dilations up to 8, 192 channels)."""
+    g = zoo.build("codenet-tiny")
+    compile_graph(g, TINY)
+    for change, limit in (({"max_dilation": 7}, "max_dilation"), ({"max_channels": 184}, "max_channels")):
+        with pytest.raises(CompileError) as e:
+            compile_graph(g, E.EngineConfig.from_dict({"preset": "tiny", **change}))
+        assert e.value.limit == limit
 
 
 def test_codenet_tiny_zoo_graph(backend):
-    check(zoo.build("codenet-tiny", seed=7), ULX, backend, n=2, seed=17)
+    check(zoo.build("codenet-tiny", seed=7), TINY, backend, n=2, seed=17)
 
 
 @pytest.mark.skipif(not SHIPPED.is_file(), reason="the shipped checkpoint's model.cnir is not there")

@@ -270,7 +270,7 @@ def _one(kind: str):
     if kind == "stem-channels":
         return b.finish([b.conv(x, 4, 3, 1, 1, name="bad")]), TINY, "lanes"
     if kind == "channels":
-        y = b.conv(x, 70, 1, name="wide")
+        y = b.conv(x, TINY.max_channels + 6, 1, name="wide")
         return b.finish([b.conv(y, 4, 1, name="bad")]), TINY, "max_channels"
     if kind == "kernel":
         return b.finish([b.conv(x, 4, 5, 1, 2, name="bad")]), U96, "kernel"
