@@ -219,7 +219,9 @@ def build_harness(cfg: E.EngineConfig, *, dram_bytes: int = DEFAULT_DRAM_BYTES, 
         "BASE_ADDR": dram_base,
     }
     # public_depth=None: rtl_top marks its ports public itself; anything more slows every cycle
-    return runner.build(sources, TOP, parameters=params, build_args=["-Wno-fatal"], waves=waves, public_depth=None)
+    return runner.build(
+        sources, TOP, parameters=params, includes=[runner.HDL_DIR], build_args=["-Wno-fatal"], waves=waves, public_depth=None
+    )
 
 
 # =========================================================================== simulator processes

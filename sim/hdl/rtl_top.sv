@@ -2,9 +2,10 @@
 //
 // The generated engine (codenet_engine, hw/gen.py) with its AXI4 master wired to the HDL DRAM
 // model (axi_dram.sv), so that a whole network runs with no Python work per cycle. cocotb sees
-// only the ports of this module, each marked public below (inputs read-write, outputs
-// read-only; the runner adds no --public-depth): the register port (s_axil_*), the interrupt,
-// the DRAM model's bulk port and counters (dram_*), a cycle counter and `bus_stall`.
+// only the ports of this module, each marked public (inputs read-write, outputs read-only;
+// the runner adds no --public-depth): those of engine_ports.svh, shared with
+// tests/hw/tb_engine.sv (the register port, the interrupt, the DRAM model's bulk port and
+// counters, a cycle counter), and `bus_stall`.
 //
 // Simulation speed: Verilator treats every signal VPI may write as an input and evaluates
 // the combinational logic downstream of inputs (its `ico` region) at every eval, i.e. at both
@@ -34,42 +35,8 @@ module rtl_top #(
     parameter int     READ_QUEUE    = 16,
     parameter int     WRITE_QUEUE   = 16
 ) (
-    input  wire         clk /*verilator public_flat_rw*/,
-    input  wire         rst /*verilator public_flat_rw*/,
-
-    input  wire  [11:0] s_axil_awaddr /*verilator public_flat_rw*/,
-    input  wire  [2:0]  s_axil_awprot /*verilator public_flat_rw*/,
-    input  wire         s_axil_awvalid /*verilator public_flat_rw*/,
-    output logic        s_axil_awready /*verilator public_flat_rd*/,
-    input  wire  [31:0] s_axil_wdata /*verilator public_flat_rw*/,
-    input  wire  [3:0]  s_axil_wstrb /*verilator public_flat_rw*/,
-    input  wire         s_axil_wvalid /*verilator public_flat_rw*/,
-    output logic        s_axil_wready /*verilator public_flat_rd*/,
-    output logic [1:0]  s_axil_bresp /*verilator public_flat_rd*/,
-    output logic        s_axil_bvalid /*verilator public_flat_rd*/,
-    input  wire         s_axil_bready /*verilator public_flat_rw*/,
-    input  wire  [11:0] s_axil_araddr /*verilator public_flat_rw*/,
-    input  wire  [2:0]  s_axil_arprot /*verilator public_flat_rw*/,
-    input  wire         s_axil_arvalid /*verilator public_flat_rw*/,
-    output logic        s_axil_arready /*verilator public_flat_rd*/,
-    output logic [31:0] s_axil_rdata /*verilator public_flat_rd*/,
-    output logic [1:0]  s_axil_rresp /*verilator public_flat_rd*/,
-    output logic        s_axil_rvalid /*verilator public_flat_rd*/,
-    input  wire         s_axil_rready /*verilator public_flat_rw*/,
-    output logic        irq /*verilator public_flat_rd*/,
-
     input  wire         bus_stall /*verilator public_flat_rw*/,
-
-    input  wire         dram_load /*verilator public_flat_rw*/,
-    input  wire         dram_dump /*verilator public_flat_rw*/,
-    input  wire  [31:0] dram_dump_first /*verilator public_flat_rw*/,
-    input  wire  [31:0] dram_dump_last /*verilator public_flat_rw*/,
-    output logic [63:0] dram_rd_beats /*verilator public_flat_rd*/,
-    output logic [63:0] dram_wr_beats /*verilator public_flat_rd*/,
-    output logic [63:0] dram_rd_bytes /*verilator public_flat_rd*/,
-    output logic [63:0] dram_wr_bytes /*verilator public_flat_rd*/,
-    output logic [7:0]  dram_err_flags /*verilator public_flat_rd*/,
-    output logic [63:0] cycle /*verilator public_flat_rd*/
+`include "engine_ports.svh"
 );
     // engine side (m_) and DRAM side (s_) of the interconnect
     logic [ID_WIDTH-1:0]     awid, arid, bid, rid;

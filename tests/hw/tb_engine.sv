@@ -3,8 +3,9 @@
 // Why: a whole-engine Verilator run with no Python per cycle on the memory side. The
 // engine's AXI4 master drives sim/hdl/axi_dram.sv directly; the register port (s_axil_*),
 // the interrupt and the model's bulk port and counters (dram_*) are the top-level ports that
-// cocotb sees, each marked public below; the engine takes `rst` through a register. Both keep
-// the engine's logic out of Verilator's per-eval input region (sim/hdl/rtl_top.sv explains).
+// cocotb sees (sim/hdl/engine_ports.svh, shared with rtl_top.sv, marks them public); the engine
+// takes `rst` through a register. Both keep the engine's logic out of Verilator's per-eval
+// input region (sim/hdl/rtl_top.sv explains).
 
 `default_nettype none
 
@@ -22,40 +23,7 @@ module tb_engine #(
     parameter int     READ_QUEUE    = 16,
     parameter int     WRITE_QUEUE   = 16
 ) (
-    input  wire         clk /*verilator public_flat_rw*/,
-    input  wire         rst /*verilator public_flat_rw*/,
-
-    input  wire  [11:0] s_axil_awaddr /*verilator public_flat_rw*/,
-    input  wire  [2:0]  s_axil_awprot /*verilator public_flat_rw*/,
-    input  wire         s_axil_awvalid /*verilator public_flat_rw*/,
-    output logic        s_axil_awready /*verilator public_flat_rd*/,
-    input  wire  [31:0] s_axil_wdata /*verilator public_flat_rw*/,
-    input  wire  [3:0]  s_axil_wstrb /*verilator public_flat_rw*/,
-    input  wire         s_axil_wvalid /*verilator public_flat_rw*/,
-    output logic        s_axil_wready /*verilator public_flat_rd*/,
-    output logic [1:0]  s_axil_bresp /*verilator public_flat_rd*/,
-    output logic        s_axil_bvalid /*verilator public_flat_rd*/,
-    input  wire         s_axil_bready /*verilator public_flat_rw*/,
-    input  wire  [11:0] s_axil_araddr /*verilator public_flat_rw*/,
-    input  wire  [2:0]  s_axil_arprot /*verilator public_flat_rw*/,
-    input  wire         s_axil_arvalid /*verilator public_flat_rw*/,
-    output logic        s_axil_arready /*verilator public_flat_rd*/,
-    output logic [31:0] s_axil_rdata /*verilator public_flat_rd*/,
-    output logic [1:0]  s_axil_rresp /*verilator public_flat_rd*/,
-    output logic        s_axil_rvalid /*verilator public_flat_rd*/,
-    input  wire         s_axil_rready /*verilator public_flat_rw*/,
-    output logic        irq /*verilator public_flat_rd*/,
-
-    input  wire         dram_load /*verilator public_flat_rw*/,
-    input  wire         dram_dump /*verilator public_flat_rw*/,
-    input  wire  [31:0] dram_dump_first /*verilator public_flat_rw*/,
-    input  wire  [31:0] dram_dump_last /*verilator public_flat_rw*/,
-    output logic [63:0] dram_rd_beats /*verilator public_flat_rd*/,
-    output logic [63:0] dram_wr_beats /*verilator public_flat_rd*/,
-    output logic [63:0] dram_rd_bytes /*verilator public_flat_rd*/,
-    output logic [63:0] dram_wr_bytes /*verilator public_flat_rd*/,
-    output logic [7:0]  dram_err_flags /*verilator public_flat_rd*/,
-    output logic [63:0] cycle /*verilator public_flat_rd*/
+`include "engine_ports.svh"
 );
     logic [ID_WIDTH-1:0]   awid, arid, bid, rid;
     logic [ADDR_WIDTH-1:0] awaddr, araddr;
