@@ -8,7 +8,8 @@ Each case builds a one-layer graph with random weights (`codenet.sw.builder`), s
 model, driven in bulk (descriptor list in DRAM, no Python work per cycle), outputs checked
 bit-exact against golden. The figure is the frame's cycles over the wall time of the
 simulation run (start-up and the Verilator build excluded; the first run of a configuration
-builds it, minutes). Run it on an otherwise idle machine: a second busy core costs 10-40 %.
+builds it, minutes), the best of `--repeat` runs: on the 2-core development machine single
+runs of the same job spread by up to 1.5x, always downwards.
 """
 
 from __future__ import annotations
@@ -66,13 +67,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--size", type=int, default=32)
     p.add_argument("--channels", type=int, default=64)
     p.add_argument("--dram", default="ideal", choices=["ideal", "ultra96", "ulx3s"])
+    p.add_argument("--repeat", type=int, default=3, help="runs per case; the best is reported (the machine's noise is one-sided)")
     p.add_argument("--json", action="store_true")
     a = p.parse_args(argv)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for engine in a.engine.split(","):
             for layer in a.layer.split(","):
-                rows.append(run_case(engine, layer, a.size, a.channels, a.dram, Path(tmp)))
+                runs = [run_case(engine, layer, a.size, a.channels, a.dram, Path(tmp)) for _ in range(max(1, a.repeat))]
+                best = max(runs, key=lambda r: r["cycles_per_second"])
+                rows.append({**best, "runs_cycles_per_second": [r["cycles_per_second"] for r in runs]})
                 if not a.json:
                     r = rows[-1]
                     cps = f"{r['cycles_per_second']:>9,} cycles/s"

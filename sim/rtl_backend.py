@@ -65,11 +65,14 @@ __all__ = [
     "build_harness",
     "shutdown",
     "CLOCK_PERIOD_NS",
+    "HARNESS_ARGS",
 ]
 
 REPO = Path(__file__).resolve().parents[1]
 #: simulated clock period; only cycles matter, the period just has to be a whole number of ns
 CLOCK_PERIOD_NS = 10
+#: Verilator arguments of the engine harnesses: their clock is an HDL process (--timing)
+HARNESS_ARGS = ["-Wno-fatal", "--timing", "--timescale", "1ns/1ps"]
 TOP = "rtl_top"
 SERVER_MODULE = "codenet.sim.rtl_server"
 DEFAULT_DRAM_BYTES = 16 << 20
@@ -217,11 +220,10 @@ def build_harness(cfg: E.EngineConfig, *, dram_bytes: int = DEFAULT_DRAM_BYTES, 
         "ID_WIDTH": cfg.axi_id_bits,
         "MEM_BYTES": dram_bytes,
         "BASE_ADDR": dram_base,
+        "CLOCK_PERIOD_NS": CLOCK_PERIOD_NS,
     }
     # public_depth=None: rtl_top marks its ports public itself; anything more slows every cycle
-    return runner.build(
-        sources, TOP, parameters=params, includes=[runner.HDL_DIR], build_args=["-Wno-fatal"], waves=waves, public_depth=None
-    )
+    return runner.build(sources, TOP, parameters=params, includes=[runner.HDL_DIR], build_args=HARNESS_ARGS, waves=waves, public_depth=None)
 
 
 # =========================================================================== simulator processes

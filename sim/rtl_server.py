@@ -27,7 +27,6 @@ import traceback
 
 import cocotb
 import numpy as np
-from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles, First, RisingEdge, Timer, with_timeout
 from cocotbext.axi import AxiLiteBus, AxiLiteMaster
 
@@ -149,7 +148,6 @@ async def serve(dut):
     path = os.environ["CODENET_RTL_SOCKET"]
     word_bytes = int(os.environ["CODENET_RTL_WORD_BYTES"])
     base_addr = int(os.environ["CODENET_RTL_BASE"])
-    cocotb.start_soon(Clock(dut.clk, CLOCK_PERIOD_NS, unit="ns").start())
     dut.bus_stall.value = 0
     dut.rst.value = 1
     srv = Server(dut, word_bytes, base_addr)

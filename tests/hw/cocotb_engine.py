@@ -15,7 +15,6 @@ import os
 
 import cocotb
 import numpy as np
-from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles, First, RisingEdge, Timer
 from cocotbext.axi import AxiLiteBus, AxiLiteMaster
 
@@ -28,7 +27,6 @@ async def run_job(dut):
     job = np.load(os.environ["ENGINE_JOB"], allow_pickle=False)
     meta = json.loads(str(job["meta"]))
     regs = {r.name: r.offset for r in E.register_map()}
-    cocotb.start_soon(Clock(dut.clk, 4, unit="ns").start())
     dut.rst.value = 1
     await ClockCycles(dut.clk, 4)
     dut.rst.value = 0

@@ -52,7 +52,9 @@ def build_tb(cfg: E.EngineConfig, mem_bytes: int):
 
     sources = [engine_verilog(cfg), HERE / "tb_engine.sv", *runner.hdl("axi_dram.sv")]
     params = {"DATA_WIDTH": cfg.axi_data_bits, "ID_WIDTH": cfg.axi_id_bits, "MEM_BYTES": mem_bytes}
-    return runner.build(sources, "tb_engine", parameters=params, includes=[runner.HDL_DIR], build_args=["-Wno-fatal"], public_depth=None)
+    from codenet.sim.rtl_backend import HARNESS_ARGS
+
+    return runner.build(sources, "tb_engine", parameters=params, includes=[runner.HDL_DIR], build_args=HARNESS_ARGS, public_depth=None)
 
 
 def run_job(b, prog: Program, outputs, tmp_path, *, timing, max_cycles, word_bytes, windows=None):
