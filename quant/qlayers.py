@@ -271,7 +271,7 @@ def mse_weight_clip(model: nn.Module, *, max_bits: int = 4, grid: int = 61, lowe
         if not isinstance(m, IntQuantConv2d):
             continue
         impl = m.weight_quant.tensor_quant.scaling_impl
-        bits = int(m.quant_weight().bit_width)
+        bits = int(m.weight_quant.bit_width())  # no need to quantize the weights to read it
         if not isinstance(impl, DyadicStatsScaling) or bits > max_bits:
             continue
         w = m.weight.detach().double().reshape(m.weight.shape[0], -1)
