@@ -71,8 +71,8 @@ __all__ = [
 REPO = Path(__file__).resolve().parents[1]
 #: simulated clock period; only cycles matter, the period just has to be a whole number of ns
 CLOCK_PERIOD_NS = 10
-#: Verilator arguments of the engine harnesses: their clock is an HDL process (--timing)
-HARNESS_ARGS = ["-Wno-fatal", "--timing", "--timescale", "1ns/1ps"]
+#: Verilator arguments of the engine harnesses (their clock is driven by sim/hdl/harness_main.cpp)
+HARNESS_ARGS = ["-Wno-fatal", "--timescale", "1ns/1ps"]
 TOP = "rtl_top"
 SERVER_MODULE = "codenet.sim.rtl_server"
 DEFAULT_DRAM_BYTES = 16 << 20
@@ -220,10 +220,18 @@ def build_harness(cfg: E.EngineConfig, *, dram_bytes: int = DEFAULT_DRAM_BYTES, 
         "ID_WIDTH": cfg.axi_id_bits,
         "MEM_BYTES": dram_bytes,
         "BASE_ADDR": dram_base,
-        "CLOCK_PERIOD_NS": CLOCK_PERIOD_NS,
     }
     # public_depth=None: rtl_top marks its ports public itself; anything more slows every cycle
-    return runner.build(sources, TOP, parameters=params, includes=[runner.HDL_DIR], build_args=HARNESS_ARGS, waves=waves, public_depth=None)
+    return runner.build(
+        sources,
+        TOP,
+        parameters=params,
+        includes=[runner.HDL_DIR],
+        build_args=HARNESS_ARGS,
+        waves=waves,
+        public_depth=None,
+        clock_ps=CLOCK_PERIOD_NS * 1000,
+    )
 
 
 # =========================================================================== simulator processes

@@ -15,9 +15,10 @@
 // the engine side through a register (both take effect one cycle later), shrink that region
 // from about 8,700 lines of C++ to about 1,700, and a frame simulates about 1.6x faster. What
 // remains hangs off the AXI4-Lite slave's inputs; register slices there moved it into the
-// clocked region instead (about 2 % less work per cycle), not worth their latency. The clock
-// is generated here (Verilator --timing) instead of by cocotb, which saves a VPI write and a
-// callback per edge: another 28 % on `tiny`, 17 % on `ultra96` (docs/simulation.md).
+// clocked region instead (about 2 % less work per cycle), not worth their latency. `clk` is
+// toggled by the simulator's C++ main loop (sim/hdl/harness_main.cpp), not by cocotb (a VPI
+// write and a Python wake-up per edge) nor by an HDL process (Verilator --timing: a coroutine
+// per edge) (docs/simulation.md § The rtl backend's speed).
 //
 // bus_stall = 1 freezes the engine <-> DRAM interconnect: every handshake on the five AXI
 // channels is held off (valid towards the receiver and ready towards the sender forced low),
@@ -35,8 +36,7 @@ module rtl_top #(
     parameter longint BASE_ADDR     = 64'h4000_0000,
     /* verilator lint_on WIDTHEXPAND */
     parameter int     READ_QUEUE    = 16,
-    parameter int     WRITE_QUEUE   = 16,
-    parameter int     CLOCK_PERIOD_NS = 10
+    parameter int     WRITE_QUEUE   = 16
 ) (
     input  wire         bus_stall /*verilator public_flat_rw*/,
 `include "engine_ports.svh"
@@ -54,10 +54,6 @@ module rtl_top #(
     logic s_awvalid, s_awready, s_wvalid, s_wready, s_bvalid, s_bready, s_arvalid, s_arready, s_rvalid, s_rready;
 
     always_ff @(posedge clk) cycle <= rst ? 64'd0 : cycle + 64'd1;
-
-    // the clock toggles inside the model (--timing): no VPI write and no Python per edge
-    initial clk = 1'b0;
-    always #(CLOCK_PERIOD_NS / 2) clk = ~clk;
 
     // registered copies of the asynchronous-to-the-engine inputs (see the header)
     logic engine_rst = 1'b1, stall = 1'b0;

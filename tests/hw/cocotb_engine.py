@@ -49,7 +49,7 @@ async def run_job(dut):
     await axil.write_dword(regs["WATCHDOG"], meta.get("watchdog", 1 << 20))
     start_cycle = int(dut.cycle.value)
     await axil.write_dword(regs["CTRL"], 0b101)  # IRQ_EN | START
-    timeout = Timer(4 * meta["max_cycles"], unit="ns")
+    timeout = Timer(meta["clock_ns"] * meta["max_cycles"], unit="ns")
     fired = await First(RisingEdge(dut.irq), timeout)
     cycles = int(dut.cycle.value) - start_cycle
     result = {"timed_out": fired is timeout, "wall_cycles": cycles}

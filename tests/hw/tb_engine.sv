@@ -21,8 +21,7 @@ module tb_engine #(
     parameter int     BW_NUM        = 0,
     parameter int     BW_DEN        = 1,
     parameter int     READ_QUEUE    = 16,
-    parameter int     WRITE_QUEUE   = 16,
-    parameter int     CLOCK_PERIOD_NS = 4
+    parameter int     WRITE_QUEUE   = 16
 ) (
 `include "engine_ports.svh"
 );
@@ -37,9 +36,6 @@ module tb_engine #(
     logic [DATA_WIDTH/8-1:0] wstrb;
 
     always_ff @(posedge clk) cycle <= rst ? 64'd0 : cycle + 64'd1;
-
-    initial clk = 1'b0;
-    always #(CLOCK_PERIOD_NS / 2) clk = ~clk;  // the model's own clock (--timing), as in rtl_top.sv
 
     logic engine_rst = 1'b1;
     always_ff @(posedge clk) engine_rst <= rst;

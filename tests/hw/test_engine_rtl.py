@@ -31,6 +31,8 @@ from codenet.sw import golden  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
+#: tb_engine's clock period (harness_main.cpp drives it); cocotb_engine.py reads it from the job
+CLOCK_NS = 4
 pytestmark = pytest.mark.slow
 
 
@@ -54,7 +56,15 @@ def build_tb(cfg: E.EngineConfig, mem_bytes: int):
     params = {"DATA_WIDTH": cfg.axi_data_bits, "ID_WIDTH": cfg.axi_id_bits, "MEM_BYTES": mem_bytes}
     from codenet.sim.rtl_backend import HARNESS_ARGS
 
-    return runner.build(sources, "tb_engine", parameters=params, includes=[runner.HDL_DIR], build_args=HARNESS_ARGS, public_depth=None)
+    return runner.build(
+        sources,
+        "tb_engine",
+        parameters=params,
+        includes=[runner.HDL_DIR],
+        build_args=HARNESS_ARGS,
+        public_depth=None,
+        clock_ps=CLOCK_NS * 1000,
+    )
 
 
 def run_job(b, prog: Program, outputs, tmp_path, *, timing, max_cycles, word_bytes, windows=None):
@@ -70,6 +80,7 @@ def run_job(b, prog: Program, outputs, tmp_path, *, timing, max_cycles, word_byt
         "windows": windows or [(0, prog.mem.size, 1, 1)],
         "outputs": outputs,
         "max_cycles": max_cycles,
+        "clock_ns": CLOCK_NS,
     }
     job = tmp_path / "job.npz"
     np.savez(job, meta=json.dumps(meta), region0=prog.mem[:top])
