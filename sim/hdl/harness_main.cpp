@@ -1,9 +1,10 @@
 // harness_main.cpp: the Verilator main of the engine harnesses (sim/hdl/rtl_top.sv,
-// tests/hw/tb_engine.sv), in place of cocotb's own (codenet.sim.runner, `cxx_main`).
+// tests/hw/tb_engine.sv), in place of cocotb's own (codenet.sim.runner.build(clock_ps=...)).
 //
 // Why: a whole network runs for millions of cycles with no Python work per cycle, so what the
-// main loop does around each eval() is a visible share of the simulation (docs/simulation.md §
-// Speed). This loop differs from cocotb's in two ways, and keeps its VPI contract otherwise:
+// main loop does around each eval() is a visible share of the simulation (docs/simulation.md
+// § The rtl backend's speed). This loop differs from cocotb's in two ways and keeps its VPI
+// contract otherwise:
 //
 // * The clock is toggled here, on the top-level input `clk`, every CODENET_CLOCK_PERIOD_PS / 2
 //   picoseconds from time 0 (first rising edge at half a period). Neither cocotb's Clock (a
@@ -11,8 +12,8 @@
 //   resumed per edge) is needed. cocotb sees the edges as value changes like any other.
 // * VPI callback lists are only walked when something can have happened: value-change
 //   callbacks after each eval() and after callbacks that ran (they may have written signals),
-//   timed callbacks only when one is due. cocotb's loop walks every list four times per time
-//   step, two time steps per cycle.
+//   after timed callbacks only when one was due. cocotb's loop walks every list four times per
+//   time step, two time steps per cycle.
 //
 // Time steps are the clock's edges and cocotb's timer deadlines, whichever comes first; at a
 // time step, timed callbacks run first (they may write inputs), then the clock edge is applied
