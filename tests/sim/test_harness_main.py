@@ -45,3 +45,15 @@ def test_a_hung_simulation_is_killed(tmp_path: Path) -> None:
     b = runner.build(SOURCES, "tb_clocked", build_args=ARGS, public_depth=None, clock_ps=10_000)
     with pytest.raises(runner.SimulationTimeout, match="did not finish within 2"):
         runner.run_built(b, "hang_cocotb", module_dirs=[tmp_path], test_dir=tmp_path / "run", timeout_s=2)
+
+
+def test_waves_from_our_main_loop(tmp_path: Path) -> None:
+    b = runner.build(SOURCES, "tb_clocked", build_args=ARGS, public_depth=None, clock_ps=10_000, waves=True)
+    res = runner.run_built(b, "clocked_cocotb", module_dirs=[HERE], test_dir=tmp_path, extra_env={"CLOCK_PS": "10000"}, timeout_s=120)
+    assert res.passed == ["clock_and_timers"] and res.waves is not None and res.waves.name == "dump.vcd"
+    vcd = res.waves.read_text()
+    assert "$timescale" in vcd and " count " in vcd
+    stamps = [int(line[1:]) for line in vcd.splitlines() if line.startswith("#")]
+    # the clock's edges (ps): every half period from the first rising edge on
+    assert {5_000, 10_000, 15_000, 20_000} <= set(stamps)
+    assert stamps == sorted(stamps)
