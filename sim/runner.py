@@ -271,7 +271,8 @@ def _prepare(
     waves: str | None,
     public_depth: int | None,
     clock_ps: int | None = None,
-) -> tuple[list[Path], list[Path], list[str]]:
+) -> tuple[list[Path], list[Path], list[str], Path | None]:
+    """Checked sources and includes, the Verilator arguments, and the C++ main (None: cocotb's)."""
     srcs = [Path(s).resolve() for s in sources]
     for s in srcs:
         if not s.is_file():
@@ -288,7 +289,7 @@ def _prepare(
         if not (isinstance(clock_ps, int) and clock_ps > 0 and clock_ps % 2 == 0):
             raise ValueError(f"clock_ps must be a positive even number of picoseconds, got {clock_ps!r}")
         args = [*args, "-CFLAGS", f"-DCODENET_CLOCK_PERIOD_PS={clock_ps}"]
-    return srcs, incs, args
+    return srcs, incs, args, HARNESS_MAIN if clock_ps is not None else None
 
 
 def build_key(
@@ -305,8 +306,7 @@ def build_key(
 ) -> str:
     """The cache key :func:`build` would use for these inputs, without building anything."""
     fmt = _wave_format(waves)
-    srcs, incs, args = _prepare(sources, includes, build_args, fmt, public_depth, clock_ps)
-    main = HARNESS_MAIN if clock_ps is not None else None
+    srcs, incs, args, main = _prepare(sources, includes, build_args, fmt, public_depth, clock_ps)
     return _hash_inputs(srcs, incs, toplevel, dict(parameters or {}), dict(defines or {}), args, fmt, main)[0]
 
 
@@ -336,8 +336,7 @@ def build(
     Raises :class:`SimBuildError` with the log path and its tail if the build fails.
     """
     fmt = _wave_format(waves)
-    srcs, incs, args = _prepare(sources, includes, build_args, fmt, public_depth, clock_ps)
-    main = HARNESS_MAIN if clock_ps is not None else None
+    srcs, incs, args, main = _prepare(sources, includes, build_args, fmt, public_depth, clock_ps)
     params = dict(parameters or {})
     defs = dict(defines or {})
     key, described = _hash_inputs(srcs, incs, toplevel, params, defs, args, fmt, main)
