@@ -209,7 +209,9 @@ def engine_verilog(cfg: E.EngineConfig, root: Path | None = None) -> Path:
     return out / "engine.v"
 
 
-def build_harness(cfg: E.EngineConfig, *, dram_bytes: int = DEFAULT_DRAM_BYTES, dram_base: int = DEFAULT_DRAM_BASE, waves: bool = False):
+def build_harness(
+    cfg: E.EngineConfig, *, dram_bytes: int = DEFAULT_DRAM_BYTES, dram_base: int = DEFAULT_DRAM_BASE, waves: bool | str = False
+):
     """The Verilator build (codenet.sim.runner, cached) of rtl_top for an engine configuration."""
     from codenet.sim import runner
 
@@ -443,6 +445,8 @@ class RtlDevice(Device):
     thousand times slower than a real one: a caller's timeout is multiplied by `timeout_scale`
     (10; the Runtime's 60 s become 10 minutes) unless `wall_timeout_s` is set, which replaces
     it. `max_cycles` bounds a run in simulated cycles. `keep_files` keeps the simulator's folder (sim.log, hex files) after close.
+    `waves` (True or "vcd", or "fst", which needs the lz4 headers) traces every signal into
+    :attr:`waves_file`, from a separate build; traces grow by megabytes per thousand cycles.
     """
 
     poll_interval_s = 0.0
@@ -462,7 +466,7 @@ class RtlDevice(Device):
         timeout_scale: float = 10.0,
         max_cycles: int | None = None,
         watchdog_cycles: int | None = None,
-        waves: bool = False,
+        waves: bool | str = False,
         keep_files: bool = False,
         startup_timeout_s: float = 120.0,
     ):
@@ -518,6 +522,11 @@ class RtlDevice(Device):
     @property
     def workdir(self) -> Path:
         return self._session.workdir
+
+    @property
+    def waves_file(self) -> Path | None:
+        """The trace the simulator writes with `waves` (complete once the device is closed), else None."""
+        return self.workdir / f"dump.{self.build.waves}" if self.build.waves else None
 
     def _call(self, op: str, *args: Any, timeout_s: float = 600.0) -> Any:
         return self._session.call(op, *args, timeout_s=timeout_s)

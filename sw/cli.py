@@ -8,6 +8,7 @@ works end to end; the demo says which parts of the flow it leaves out, and how t
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from pathlib import Path
 
@@ -128,17 +129,20 @@ class _DeviceBackend(click.ParamType):
         self.fail(f"{value!r} is not one of {', '.join(self.names)} or remote://HOST:PORT", param, ctx)
 
 
-def _open_device(backend: str, cfg, *, dram: str | None = None, bitfile: str | None = None):
+def _open_device(backend: str, cfg, *, dram: str | None = None, bitfile: str | None = None, waves: Path | None = None):
     """A device of the named backend for an engine configuration (errors as ClickException)."""
     from .driver import BackendUnavailable, DeviceError, open_device
 
+    if waves is not None and backend != "rtl":
+        raise click.ClickException(f"--waves needs --backend rtl (the Verilated engine), not {backend}")
     try:
         if backend.startswith("remote://"):  # token: $CODENET_TOKEN, $CODENET_TOKEN_FILE or the file serve / deploy wrote
             return open_device("remote", url=backend)
         if backend == "fsim":
             return open_device("fsim", config=cfg)
         if backend == "rtl":
-            return open_device("rtl", config=cfg, dram=_dram_model(cfg, dram)[0])
+            fmt = False if waves is None else waves.suffix[1:]
+            return open_device("rtl", config=cfg, dram=_dram_model(cfg, dram)[0], waves=fmt)
         if backend == "pynq":
             if not bitfile:
                 raise click.ClickException("--backend pynq needs --bitfile (the engine's bitstream, on the board)")
@@ -148,6 +152,33 @@ def _open_device(backend: str, cfg, *, dram: str | None = None, bitfile: str | N
     except DeviceError as e:
         raise click.ClickException(f"backend {backend}: {e}") from None
     raise click.ClickException(f"unknown backend {backend!r}")
+
+
+def _waves_path(ctx: click.Context, param: click.Parameter, value: Path | None) -> Path | None:
+    """--waves FILE: the trace's format is its suffix (checked before anything runs)."""
+    if value is not None and value.suffix not in (".vcd", ".fst"):
+        raise click.BadParameter(f"{value}: name a .vcd or .fst file (.fst needs the lz4 headers to build)")
+    return value
+
+
+_waves_option = click.option(
+    "--waves",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    callback=_waves_path,
+    metavar="FILE",
+    help="rtl: trace every signal of the engine into FILE (.vcd, or .fst); a separate build, megabytes per thousand cycles.",
+)
+
+
+def _save_waves(dev, dest: Path) -> str:
+    """Move the closed simulator's trace to `dest`."""
+    src = dev.waves_file
+    if src is None or not src.is_file():
+        raise click.ClickException(f"the simulator wrote no trace (expected {src}); its log: {dev.sim_log}")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    shutil.move(str(src), dest)
+    return str(dest)
 
 
 def _check_bit_exact(got: dict, want: dict, what: str) -> None:
@@ -215,7 +246,9 @@ def _bench_golden(graph, frames: int, seed: int) -> dict:
     }
 
 
-def _bench_device(graph, backend: str, engine: str, dram: str | None, frames: int, seed: int, per_layer: bool, what: str) -> dict:
+def _bench_device(
+    graph, backend: str, engine: str, dram: str | None, frames: int, seed: int, per_layer: bool, what: str, waves: Path | None = None
+) -> dict:
     """A frame on fsim (estimate) or rtl (measured): per-layer table, totals, FPS, assumptions."""
     import numpy as np
 
@@ -229,7 +262,7 @@ def _bench_device(graph, backend: str, engine: str, dram: str | None, frames: in
     rng = np.random.default_rng(seed)
     x = rng.integers(0, 256, size=(frames, *t.shape)).astype(t.dtype)
     start = time.perf_counter()
-    dev = _open_device(backend, cfg, dram=dram_name)
+    dev = _open_device(backend, cfg, dram=dram_name, waves=waves)
     setup = time.perf_counter() - start
     from .driver import DeviceError
 
@@ -263,6 +296,8 @@ def _bench_device(graph, backend: str, engine: str, dram: str | None, frames: in
     }
     if backend == "rtl":
         report["sim_cycles_per_second"] = round(getattr(dev, "cycles_per_second", 0.0))
+    if waves is not None:
+        report["waves"] = _save_waves(dev, waves)
     return report
 
 
@@ -324,9 +359,18 @@ def _print_bench_device(con, report: dict) -> None:
 @click.option("--frames", default=None, type=click.IntRange(1, 1000), help="Frames to run [default: 3 golden, 1 fsim/rtl].")
 @click.option("--seed", default=0, show_default=True, help="Seed for random weights and the input frame.")
 @click.option("--layers/--no-layers", default=None, help="Per-layer table [default: on for fsim/rtl, off for golden].")
+@_waves_option
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
 def bench(
-    model: str, backend: str, engine: str, dram: str | None, frames: int | None, seed: int, layers: bool | None, as_json: bool
+    model: str,
+    backend: str,
+    engine: str,
+    dram: str | None,
+    frames: int | None,
+    seed: int,
+    layers: bool | None,
+    waves: Path | None,
+    as_json: bool,
 ) -> None:
     """Measure a model: host time (golden), or engine cycles, MAC utilisation, DRAM traffic and FPS (fsim, rtl)."""
     from rich.table import Table
@@ -339,12 +383,16 @@ def bench(
     except (CnirError, ValueError) as e:
         raise click.ClickException(str(e)) from None
     if backend != "golden":
-        report = _bench_device(graph, backend, engine, dram, frames or 1, seed, layers is not False, model)
+        report = _bench_device(graph, backend, engine, dram, frames or 1, seed, layers is not False, model, waves)
         if as_json:
             _emit_json(report)
         else:
             _print_bench_device(con, report)
+            if waves is not None:
+                con.print(f"wrote the trace {report['waves']}")
         return
+    if waves is not None:
+        raise click.ClickException("--waves needs --backend rtl (the Verilated engine), not golden")
     frames = frames or 3
     report = _bench_golden(graph, frames, seed)
     if as_json:
@@ -709,12 +757,14 @@ def _annotate(image, dets: list[dict], path: Path, gt: list[dict] | None = None)
     return path
 
 
-def _run_on_device(graph, prog, backend: str, cfg, images, *, dram: str | None, bitfile: str | None, what: str):
+def _run_on_device(
+    graph, prog, backend: str, cfg, images, *, dram: str | None, bitfile: str | None, what: str, waves: Path | None = None
+):
     """(outputs, per-image counters, device description) of a batch on a backend, via the Runtime."""
     from .driver import DeviceError
     from .runtime import Runtime
 
-    dev = _open_device(backend, cfg, dram=dram, bitfile=bitfile)
+    dev = _open_device(backend, cfg, dram=dram, bitfile=bitfile, waves=waves)
     try:
         with Runtime(dev, prog, timeout_s=3600) as rt:
             outs = rt.run(images)
@@ -726,6 +776,8 @@ def _run_on_device(graph, prog, backend: str, cfg, images, *, dram: str | None, 
     info = {"backend": backend, "engine": cfg.name}
     if backend == "rtl":
         info.update(dram=dev.dram_name, sim_cycles_per_second=round(dev.cycles_per_second), startup_seconds=round(dev.startup_seconds, 2))
+    if waves is not None:
+        info["waves"] = _save_waves(dev, waves)
     return outs, counters, info
 
 
@@ -751,6 +803,7 @@ def _run_on_device(graph, prog, backend: str, cfg, images, *, dram: str | None, 
 @click.option("--score-threshold", default=0.3, show_default=True, type=click.FloatRange(0, 1), help="Detections kept and drawn.")
 @click.option("--check/--no-check", default=True, show_default=True, help="Compare every output tensor with the golden executor.")
 @click.option("--seed", default=0, show_default=True, help="Seed of the synthetic images.")
+@_waves_option
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
 def run(
     model_path: Path,
@@ -764,6 +817,7 @@ def run(
     score_threshold: float,
     check: bool,
     seed: int,
+    waves: Path | None,
     as_json: bool,
 ) -> None:
     """Run a detector (.cnir) on a device backend: detections as JSON and annotated PNGs in OUT."""
@@ -784,7 +838,7 @@ def run(
     batch = np.stack([it["image"] for it in items])
     if backend == "rtl" and not as_json:
         con.print("[dim]rtl: the engine's Verilog and its Verilator build are cached; a first build takes a minute or two[/dim]")
-    outs, counters, info = _run_on_device(graph, prog, backend, cfg, batch, dram=dram, bitfile=bitfile, what=str(model_path))
+    outs, counters, info = _run_on_device(graph, prog, backend, cfg, batch, dram=dram, bitfile=bitfile, what=str(model_path), waves=waves)
     bit_exact = None
     if check:
         _check_bit_exact(outs, golden.run(graph, batch), f"{model_path} on {backend}")
@@ -833,6 +887,8 @@ def run(
         more = f" (+{len(r['detections']) - 6} more)" if len(r["detections"]) > 6 else ""
         con.print(f"  {r['source']}: {top}{more}; {r['engine_cycles']:,} engine cycles")
     con.print(f"wrote {det_path} and {len(records)} annotated PNG(s) in {out_dir}")
+    if "waves" in info:
+        con.print(f"wrote the trace {info['waves']}")
 
 
 #: The shipped detector: a QAT checkpoint and its .cnir beside it.

@@ -98,8 +98,10 @@ def test_run_an_image_file_maps_boxes_back(tmp_path, tiny_cnir):
         (["{tiny}"], "--image PATH"),
         (["{tiny}", "--synthetic", "1", "--backend", "pynq"], "--bitfile"),
         (["{tiny}", "--synthetic", "1", "--engine", "nope.json"], "--engine nope.json"),
+        (["{tiny}", "--synthetic", "1", "--waves", "t.vcd"], "--waves needs --backend rtl"),
+        (["{tiny}", "--synthetic", "1", "--backend", "rtl", "--waves", "t.txt"], "name a .vcd or .fst file"),
     ],
-    ids=["bad-cnir", "does-not-fit", "no-images", "pynq-no-bitfile", "bad-engine"],
+    ids=["bad-cnir", "does-not-fit", "no-images", "pynq-no-bitfile", "bad-engine", "waves-not-rtl", "waves-format"],
 )
 def test_run_errors_are_clear(tmp_path, tiny_cnir, args, needle):
     bad = tmp_path / "broken.cnir"
@@ -145,6 +147,25 @@ def test_bench_fsim_json_has_the_table_totals_and_assumptions():
     # a faster memory can only help
     ideal = invoke_json("bench", "--model", "codenet-tiny", "--backend", "fsim", "--engine", "ulx3s", "--dram", "ideal", "--no-layers")
     assert ideal["cycles_per_frame"] < rep["cycles_per_frame"] and ideal["layers"] == []
+
+
+def test_bench_rtl_writes_the_trace_it_is_asked_for(tmp_path):
+    """`--waves FILE` on rtl: a VCD of the engine's run, moved where asked (a traced build of `tiny`, about a minute)."""
+    pytest.importorskip("cocotb")
+    from codenet.sw.builder import GraphBuilder
+
+    b = GraphBuilder("one-conv", 0)
+    y = b.conv(b.input("x", (4, 4, 8), "uint8"), 8, 1, 1, 0, relu=True)
+    model = ir.save(b.finish([y]), tmp_path / "one-conv.cnir")
+    dest = tmp_path / "traces" / "one-conv.vcd"
+    args = ["--backend", "rtl", "--engine", "tiny", "--dram", "ideal", "--no-layers", "--waves", str(dest)]
+    rep = invoke_json("bench", "--model", str(model), *args)
+    assert rep["waves"] == str(dest) and rep["measured"] is True
+    head, _, body = dest.read_text().partition("$enddefinitions")
+    assert "$timescale" in head and " irq " in head and " m_axi_arvalid " in head
+    stamps = [int(line[1:]) for line in body.splitlines() if line.startswith("#")]
+    # the run's cycles (10 ns each, in ps) all lie in the trace
+    assert stamps == sorted(stamps) and stamps[-1] >= rep["cycles_per_frame"] * 10_000
 
 
 def test_bench_fsim_table_and_errors(tmp_path):
