@@ -68,12 +68,16 @@ static void wrap_up() {
 #endif
 }
 
-// One clock period in the model's time precision (10^timeprecision s).
+// One clock period in the model's time precision (10^timeprecision s); 0 if it is not a
+// whole number of precision units.
 static uint64_t period_in_precision(const VerilatedContext& ctx) {
     int exp = -12 - ctx.timeprecision();  // ps -> precision units: multiply by 10^exp
     uint64_t p = CODENET_CLOCK_PERIOD_PS;
     for (; exp > 0; --exp) p *= 10;
-    for (; exp < 0; ++exp) p /= 10;
+    for (; exp < 0; ++exp) {
+        if (p % 10) return 0;
+        p /= 10;
+    }
     return p;
 }
 
@@ -96,8 +100,8 @@ int main(int argc, char** argv) {
     const uint64_t period = period_in_precision(*Verilated::threadContextp());
     const uint64_t half = period / 2;
     if (half == 0 || period % 2) {
-        std::fprintf(stderr, "harness_main: clock period %llu ps is not an even number of time-precision units\n",
-                     static_cast<unsigned long long>(CODENET_CLOCK_PERIOD_PS));
+        std::fprintf(stderr, "harness_main: clock period %llu ps is not an even number of time-precision units (10^%d s)\n",
+                     static_cast<unsigned long long>(CODENET_CLOCK_PERIOD_PS), Verilated::threadContextp()->timeprecision());
         return 2;
     }
 

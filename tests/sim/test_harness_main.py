@@ -57,3 +57,10 @@ def test_waves_from_our_main_loop(tmp_path: Path) -> None:
     # the clock's edges (ps): every half period from the first rising edge on
     assert {5_000, 10_000, 15_000, 20_000} <= set(stamps)
     assert stamps == sorted(stamps)
+
+
+def test_a_period_the_time_precision_cannot_hold_is_refused(tmp_path: Path) -> None:
+    """2.5 ns at a 1 ns precision would silently become 2 ns: the simulator stops at once and says why."""
+    b = runner.build(SOURCES, "tb_clocked", build_args=["-Wno-fatal", "--timescale", "1ns/1ns"], public_depth=None, clock_ps=2_500)
+    with pytest.raises(runner.SimulationError, match="clock period 2500 ps is not an even number of time-precision units"):
+        runner.run_built(b, "clocked_cocotb", module_dirs=[HERE], test_dir=tmp_path, extra_env={"CLOCK_PS": "2500"}, timeout_s=60)
