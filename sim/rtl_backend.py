@@ -526,7 +526,7 @@ class RtlDevice(Device):
     @property
     def waves_file(self) -> Path | None:
         """The trace the simulator writes with `waves` (complete once the device is closed), else None."""
-        return self.workdir / f"dump.{self.build.waves}" if self.build.waves else None
+        return self.build.trace_in(self.workdir)
 
     def _call(self, op: str, *args: Any, timeout_s: float = 600.0) -> Any:
         return self._session.call(op, *args, timeout_s=timeout_s)

@@ -71,6 +71,10 @@ class Build:
     built: bool  # True if this call compiled it, False if it came from the cache
     seconds: float  # time this call spent building (0 for a cache hit)
 
+    def trace_in(self, run_dir: Path) -> Path | None:
+        """The trace a run of this build writes in its folder (cocotb's and our main's default name), or None."""
+        return run_dir / f"dump.{self.waves}" if self.waves else None
+
 
 def cache_root() -> Path:
     """The folder holding cached builds: $CODENET_SIM_CACHE, else <repo>/build/sim."""
@@ -521,7 +525,7 @@ def run_built(
         raise SimulationTimeout(f"{exc}: {b.toplevel} with {test_module}; log: {log}\n{_tail(log)}") from None
     except (SystemExit, RuntimeError, subprocess.CalledProcessError) as exc:
         crashed = exc
-    waves_file = tdir / f"dump.{b.waves}" if b.waves else None
+    waves_file = b.trace_in(tdir)
     if not xml.is_file():
         raise SimulationError(f"simulation of {b.toplevel} with {test_module} wrote no results ({crashed!r}); log: {log}\n{_tail(log)}")
     passed, failed = _parse_results(xml)

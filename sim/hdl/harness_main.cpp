@@ -50,9 +50,9 @@ static TraceFile* g_trace = nullptr;
 
 extern "C" void vlog_startup_routines_bootstrap(void);
 
-static uint64_t g_now = 0;  // in the model's time precision
-
-double sc_time_stamp() { return static_cast<double>(g_now); }
+// Verilator asks this only while the context's own time is still 0 (we set it from the first
+// time step on), so the simulation time lives in one place.
+double sc_time_stamp() { return 0.0; }
 
 // Run value-change callbacks until none fires; true if any did.
 static bool settle() {
@@ -143,7 +143,7 @@ int main(int argc, char** argv) {
         top->eval_end_step();
         VerilatedVpi::callCbs(cbReadOnlySynch);
 #if VM_TRACE
-        if (g_trace) g_trace->dump(g_now);
+        if (g_trace) g_trace->dump(Verilated::threadContextp()->time());
 #endif
 
         const uint64_t deadline = VerilatedVpi::cbNextDeadline();
@@ -153,7 +153,6 @@ int main(int argc, char** argv) {
         if (top->eventsPending()) next = std::min<uint64_t>(next, top->nextTimeSlot());
 #endif
 #endif
-        g_now = next;
         Verilated::threadContextp()->time(next);
         if (VerilatedVpi::callCbs(cbNextSimTime)) settle();
         // Every callCbs() moves the timed callbacks that are due into the list this one runs,
