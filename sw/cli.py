@@ -133,8 +133,6 @@ def _open_device(backend: str, cfg, *, dram: str | None = None, bitfile: str | N
     """A device of the named backend for an engine configuration (errors as ClickException)."""
     from .driver import BackendUnavailable, DeviceError, open_device
 
-    if waves is not None and backend != "rtl":
-        raise click.ClickException(f"--waves needs --backend rtl (the Verilated engine), not {backend}")
     try:
         if backend.startswith("remote://"):  # token: $CODENET_TOKEN, $CODENET_TOKEN_FILE or the file serve / deploy wrote
             return open_device("remote", url=backend)
@@ -152,6 +150,12 @@ def _open_device(backend: str, cfg, *, dram: str | None = None, bitfile: str | N
     except DeviceError as e:
         raise click.ClickException(f"backend {backend}: {e}") from None
     raise click.ClickException(f"unknown backend {backend!r}")
+
+
+def _waves_need_rtl(backend: str, waves: Path | None) -> None:
+    """--waves is checked against the backend before any work (_open_device takes it for rtl only)."""
+    if waves is not None and backend != "rtl":
+        raise click.ClickException(f"--waves needs --backend rtl (the Verilated engine), not {backend}")
 
 
 def _waves_path(ctx: click.Context, param: click.Parameter, value: Path | None) -> Path | None:
@@ -378,6 +382,7 @@ def bench(
     from .ir import CnirError
 
     con = _console(as_json)
+    _waves_need_rtl(backend, waves)  # before the model is built
     try:
         graph = _load_model(model, seed)
     except (CnirError, ValueError) as e:
@@ -391,8 +396,6 @@ def bench(
             if waves is not None:
                 con.print(f"wrote the trace {report['waves']}")
         return
-    if waves is not None:
-        raise click.ClickException("--waves needs --backend rtl (the Verilated engine), not golden")
     frames = frames or 3
     report = _bench_golden(graph, frames, seed)
     if as_json:
@@ -827,6 +830,7 @@ def run(
 
     if bool(image_paths) == bool(synthetic):
         raise click.ClickException("give --image PATH (one or more) or --synthetic N")
+    _waves_need_rtl(backend, waves)
     con = _console(as_json)
     start = time.perf_counter()
     graph = _load_cnir(model_path)
