@@ -148,11 +148,14 @@ class StubSSH:
             env = {**os.environ, "SSH_CONNECTION": f"{self.peer[0]} {self.peer[1]} 127.0.0.1 {self.port}"}
 
             def run():
+                # This thread can overtake the transport's reply to the exec request. Output, exit
+                # status and EOF first are fine for the client; a CLOSE first is not (exec_command
+                # raises "Channel closed"), so the client closes the channel, and the stub answers.
                 p = subprocess.run(["bash", "-c", cmd], capture_output=True, env=env, cwd=self.stub.root, timeout=120)
                 channel.sendall(p.stdout)
                 channel.sendall_stderr(p.stderr)
                 channel.send_exit_status(p.returncode)
-                channel.close()
+                channel.shutdown_write()
 
             threading.Thread(target=run, daemon=True).start()
             return True
@@ -224,6 +227,30 @@ def _stop(pid: int | None) -> None:
 
 
 # --------------------------------------------------------------------------- tests
+
+
+def test_the_stub_serves_a_command_that_ends_before_the_request_is_answered(ssh, monkeypatch):
+    """The race that once failed CI here, made certain: the reply to an exec request is held back."""
+    from paramiko.common import cMSG_CHANNEL_SUCCESS
+
+    send = paramiko.Transport._send_user_message
+
+    def late_reply(transport, m):
+        if transport.server_mode and m.asbytes()[:1] == cMSG_CHANNEL_SUCCESS:
+            time.sleep(0.05)
+        return send(transport, m)
+
+    monkeypatch.setattr(paramiko.Transport, "_send_user_message", late_reply)
+    stub, key_file = ssh
+    client = paramiko.SSHClient()
+    client.set_missing_host_key_policy(paramiko.AutoAddPolicy())
+    client.connect("127.0.0.1", port=stub.port, username=stub.user, key_filename=str(key_file), allow_agent=False, look_for_keys=False)
+    try:
+        for i in range(3):
+            _, out, err = client.exec_command(f"echo out{i}; echo err{i} >&2; exit {i}")
+            assert (out.read(), err.read(), out.channel.recv_exit_status()) == (f"out{i}\n".encode(), f"err{i}\n".encode(), i)
+    finally:
+        client.close()
 
 
 def test_deploy_copies_starts_and_serves(ssh, overlay, tmp_path):
