@@ -62,6 +62,7 @@ __all__ = [
     "board_for",
     "board_timing",
     "engine_verilog",
+    "build_engine_harness",
     "build_harness",
     "shutdown",
     "CLOCK_PERIOD_NS",
@@ -184,7 +185,7 @@ def engine_verilog(cfg: E.EngineConfig, root: Path | None = None) -> Path:
     """engine.v for `cfg`, generated once per (configuration, generator sources) under build/hw.
 
     The folder is named by a hash of the configuration and of hw/*.py, sw/engine.py and
-    sw/intmath.py (as tests/hw do, so the two share it); generation goes to a temporary
+    sw/intmath.py (tests/hw build from it too); generation goes to a temporary
     folder that is renamed into place, so a half-written engine.v is never picked up.
     """
     h = hashlib.sha256(cfg.to_json().encode())
@@ -209,10 +210,33 @@ def engine_verilog(cfg: E.EngineConfig, root: Path | None = None) -> Path:
     return out / "engine.v"
 
 
+def build_engine_harness(
+    sources: list[Path], top: str, parameters: dict[str, int], *, clock_ns: int = CLOCK_PERIOD_NS, waves: bool | str = False
+):
+    """The Verilator build (codenet.sim.runner, cached) of a harness around the engine's ports (engine_ports.svh).
+
+    Every such harness (rtl_top here, tests/hw/tb_engine.sv) is built alike: its ports are
+    marked public in the sources (public_depth=None; anything more slows every cycle) and its
+    clock is toggled by sim/hdl/harness_main.cpp every `clock_ns`.
+    """
+    from codenet.sim import runner
+
+    return runner.build(
+        sources,
+        top,
+        parameters=parameters,
+        includes=[runner.HDL_DIR],
+        build_args=HARNESS_ARGS,
+        waves=waves,
+        public_depth=None,
+        clock_ps=clock_ns * 1000,
+    )
+
+
 def build_harness(
     cfg: E.EngineConfig, *, dram_bytes: int = DEFAULT_DRAM_BYTES, dram_base: int = DEFAULT_DRAM_BASE, waves: bool | str = False
 ):
-    """The Verilator build (codenet.sim.runner, cached) of rtl_top for an engine configuration."""
+    """The Verilator build of rtl_top for an engine configuration."""
     from codenet.sim import runner
 
     sources = [engine_verilog(cfg), *runner.hdl("rtl_top.sv", "axi_dram.sv")]
@@ -223,17 +247,7 @@ def build_harness(
         "MEM_BYTES": dram_bytes,
         "BASE_ADDR": dram_base,
     }
-    # public_depth=None: rtl_top marks its ports public itself; anything more slows every cycle
-    return runner.build(
-        sources,
-        TOP,
-        parameters=params,
-        includes=[runner.HDL_DIR],
-        build_args=HARNESS_ARGS,
-        waves=waves,
-        public_depth=None,
-        clock_ps=CLOCK_PERIOD_NS * 1000,
-    )
+    return build_engine_harness(sources, TOP, params, waves=waves)
 
 
 # =========================================================================== simulator processes

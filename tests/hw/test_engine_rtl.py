@@ -13,7 +13,6 @@ Performance runs on the `ultra96` preset (the issue's targets: >= 80 % MAC busy 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from pathlib import Path
@@ -26,27 +25,14 @@ pytest.importorskip("cocotbext.axi")
 
 from test_engine import Program  # noqa: E402
 
+from codenet.sim.rtl_backend import build_engine_harness, engine_verilog  # noqa: E402
 from codenet.sw import engine as E  # noqa: E402
 from codenet.sw import golden  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
-REPO = HERE.parents[1]
 #: tb_engine's clock period (harness_main.cpp drives it); cocotb_engine.py reads it from the job
 CLOCK_NS = 4
 pytestmark = pytest.mark.slow
-
-
-def engine_verilog(cfg: E.EngineConfig) -> Path:
-    """Generate engine.v once per (config, generator sources)."""
-    from codenet.hw import gen
-
-    h = hashlib.sha256(cfg.to_json().encode())
-    for p in sorted((REPO / "hw").glob("*.py")) + [REPO / "sw" / "engine.py", REPO / "sw" / "intmath.py"]:
-        h.update(p.read_bytes())
-    out = REPO / "build" / "hw" / f"{cfg.name}-{h.hexdigest()[:12]}"
-    if not (out / "engine.v").is_file():
-        gen.generate(cfg, out)
-    return out / "engine.v"
 
 
 def build_tb(cfg: E.EngineConfig, mem_bytes: int):
@@ -54,17 +40,7 @@ def build_tb(cfg: E.EngineConfig, mem_bytes: int):
 
     sources = [engine_verilog(cfg), HERE / "tb_engine.sv", *runner.hdl("axi_dram.sv")]
     params = {"DATA_WIDTH": cfg.axi_data_bits, "ID_WIDTH": cfg.axi_id_bits, "MEM_BYTES": mem_bytes}
-    from codenet.sim.rtl_backend import HARNESS_ARGS
-
-    return runner.build(
-        sources,
-        "tb_engine",
-        parameters=params,
-        includes=[runner.HDL_DIR],
-        build_args=HARNESS_ARGS,
-        public_depth=None,
-        clock_ps=CLOCK_NS * 1000,
-    )
+    return build_engine_harness(sources, "tb_engine", params, clock_ns=CLOCK_NS)
 
 
 def run_job(b, prog: Program, outputs, tmp_path, *, timing, max_cycles, word_bytes, windows=None):
