@@ -32,7 +32,6 @@ def test_every_package_is_listed_in_pyproject():
     assert found == set(conf["packages"])
 
 
-
 def test_every_shipped_non_python_file_is_package_data():
     """The simulator's HDL and C++ sources are read at run time: a wheel without them cannot build a harness."""
     conf = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
@@ -42,6 +41,7 @@ def test_every_shipped_non_python_file_is_package_data():
     assert files
     missing = [p.name for p in files if not any(p.relative_to(ROOT / "sim").match(g) for g in globs)]
     assert not missing, f"add to [tool.setuptools.package-data] codenet.sim: {missing}"
+
 
 def _imports(path: Path) -> set[str]:
     tree = ast.parse(path.read_text(), str(path))
